@@ -1,0 +1,222 @@
+"""The run configuration: typed, validated, read from YAML and saved into the run folder.
+
+One object with a section per pipeline stage. Presets are partial overrides applied on top of the defaults, then the
+user's YAML, then command-line overrides (``section.key=value``).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from toothseg.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class CurateConfig(_Section):
+    hash_threshold: int = Field(10, ge=0, le=64, description="max perceptual-hash distance of two copies")
+    policy: Literal["keep-finer", "keep-all-same-fold", "drop-all", "keep-first"] = "keep-finer"
+    n_folds: int = Field(5, ge=2, le=20)
+    area_bins: int = Field(3, ge=1, le=10, description="tooth-area quantile bins used to stratify folds")
+
+
+class ModelConfig(_Section):
+    name: str = Field("unet", description="'unet', 'unetplusplus', 'manet', 'fpn', ... or 'sam-vit-b' etc.")
+    encoder: str = Field("tu-efficientnetv2_s", description="smp encoder name; 'tu-<timm name>' for timm encoders")
+    weights: str | None = Field(None, description="local weights file, 'cache' (offline timm/HF cache) or None")
+    decoder_channels: list[int] | None = None
+    extra: dict[str, Any] = Field(default_factory=dict, description="architecture-specific keyword arguments")
+
+
+class LossConfig(_Section):
+    bce: float = Field(1.0, ge=0)
+    dice: float = Field(1.0, ge=0)
+    lovasz: float = Field(1.0, ge=0)
+
+
+class TrainConfig(_Section):
+    scales: list[tuple[int, int]] = Field(default_factory=lambda: [(320, 640)], description="(height, width) list")
+    resize: Literal["resize", "letterbox"] = "resize"
+    epochs: int = Field(50, ge=1)
+    batch_size: int = Field(4, ge=1)
+    lr: float = Field(3e-4, gt=0)
+    weight_decay: float = Field(1e-2, ge=0)
+    warmup_epochs: float = Field(1.0, ge=0)
+    grad_clip: float = Field(1.0, ge=0)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    mixup_p: float = Field(0.0, ge=0, le=1)
+    mixup_pseudo_only: bool = False
+    augment: Literal["none", "light", "strong"] = "strong"
+    hard_fraction: float = Field(0.1, ge=0, le=1, description="share of lowest-scoring OOF samples oversampled")
+    hard_repeat: int = Field(1, ge=0, description="extra copies of each hard sample per epoch")
+    max_time: str | None = Field(None, description="wall-clock budget per model, HH:MM:SS")
+    max_steps: int = Field(-1, ge=-1)
+    limit_train_batches: float | int | None = None
+    val_every: int = Field(1, ge=1)
+    precision: str = "32-true"
+    accelerator: str = "auto"
+    devices: int | str = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    num_workers: int = Field(2, ge=0)
+    threads: int | None = Field(None, description="torch CPU threads; None = all cores")
+    seed: int = 42
+
+    @field_validator("scales")
+    @classmethod
+    def _multiple_of_32(cls, v: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        for h, w in v:
+            if h % 32 or w % 32 or h <= 0 or w <= 0:
+                raise ValueError(f"scale {h}x{w}: both sides must be positive multiples of 32 (e.g. 320x640)")
+        return v
+
+    @field_validator("max_time")
+    @classmethod
+    def _hhmmss(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = v.split(":")
+        if len(parts) != 3 or not all(p.isdigit() for p in parts):
+            raise ValueError(f"max_time '{v}' must be HH:MM:SS")
+        return v
+
+
+class PseudoConfig(_Section):
+    schedule: Literal["labelled", "pretrain", "mix", "pretrain-mix"] = "pretrain-mix"
+    confidence: Literal["agreement", "entropy"] = "agreement"
+    select: Literal["all", "topk", "quantile", "threshold"] = "quantile"
+    select_value: float = Field(0.8, ge=0, description="k for topk, kept fraction for quantile, min score for threshold")
+    soft: bool = Field(False, description="distil on the teachers' probabilities instead of hard masks")
+    rounds: int = Field(1, ge=1, description="iterative rounds: the student becomes the next teacher")
+    pretrain_epochs: int = Field(10, ge=1)
+
+
+class PredictConfig(_Section):
+    tta: list[str] = Field(default_factory=lambda: ["hflip"])
+    threshold: float | None = Field(None, ge=0, le=1, description="None: the OOF-tuned threshold of the bundle")
+    min_component: int = Field(0, ge=0)
+    fill_holes: bool = False
+    batch_size: int = Field(2, ge=1)
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    preset: str = "cpu"
+    seed: int = 42
+    curate: CurateConfig = Field(default_factory=CurateConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    models: list[ModelConfig] = Field(default_factory=list, description="extra models trained and fused with 'model'")
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    pseudo: PseudoConfig = Field(default_factory=PseudoConfig)
+    predict: PredictConfig = Field(default_factory=PredictConfig)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The write-up's configuration, for GPUs: EfficientNetV2 UNet at 640x1280 and 1024x1024, mixup, all three losses.
+    "recipe": {
+        "model": {"name": "unet", "encoder": "tu-tf_efficientnetv2_s"},
+        "train": {"scales": [(640, 1280), (1024, 1024)], "epochs": 100, "batch_size": 8, "mixup_p": 0.3,
+                  "precision": "16-mixed", "num_workers": 8, "augment": "strong"},
+        "predict": {"tta": ["hflip"]},
+    },
+    # Best accuracy reachable in about 30 minutes per model on 2 CPU cores.
+    "cpu": {
+        "model": {"name": "unet", "encoder": "tu-tf_efficientnetv2_b0", "decoder_channels": [128, 64, 32, 16, 16]},
+        "train": {"scales": [(320, 640)], "epochs": 40, "batch_size": 4, "max_time": "00:30:00", "num_workers": 2,
+                  "augment": "strong", "mixup_p": 0.0},
+        "predict": {"tta": ["hflip"]},
+    },
+    # Seconds: demo and tests.
+    "tiny": {
+        "model": {"name": "unet", "encoder": "tu-tf_efficientnetv2_b0", "decoder_channels": [32, 16, 16, 8, 8],
+                  "extra": {"encoder_depth": 5}},
+        "train": {"scales": [(128, 256)], "epochs": 2, "batch_size": 4, "num_workers": 0, "augment": "light",
+                  "warmup_epochs": 0.0},
+        "pseudo": {"pretrain_epochs": 1},
+        "predict": {"tta": ["hflip"], "batch_size": 4},
+    },
+}
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' must look like section.key=value (e.g. train.epochs=5)")
+    key, raw = item.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw)
+
+
+def _format_validation(exc: ValidationError, origin: str) -> str:
+    errs = exc.errors()
+    e = errs[0]
+    loc = ".".join(str(x) for x in e["loc"])
+    more = f" (+{len(errs) - 1} more)" if len(errs) > 1 else ""
+    return f"{origin}: invalid config value '{loc}': {e['msg']}{more}; fix it in the YAML or override"
+
+
+def build_config(preset: str = "cpu", yaml_path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults <- preset <- YAML file <- ``section.key=value`` overrides, validated."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset '{preset}'; choose one of: {', '.join(PRESETS)}")
+    data: dict[str, Any] = _deep_merge({"preset": preset}, PRESETS[preset])
+    origin = f"preset '{preset}'"
+    if yaml_path is not None:
+        p = Path(yaml_path)
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{p}: config file not found; check the path") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]}); fix the syntax") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: the config must be a mapping of sections (curate:, model:, train:, ...)")
+        data = _deep_merge(data, loaded)
+        origin = str(p)
+    for item in overrides or []:
+        keys, value = _parse_override(item)
+        cur = data
+        for k in keys[:-1]:
+            cur = cur.setdefault(k, {})
+            if not isinstance(cur, dict):
+                raise ConfigError(f"override '{item}': '{k}' is not a section")
+        cur[keys[-1]] = value
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc, origin)) from None
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+
+def load_config(path: str | Path) -> Config:
+    """Load a config saved by `save_config` (a run folder's ``config.yaml``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: no config.yaml in the run folder; run 'toothseg prepare' or 'toothseg run' first")
+    try:
+        return Config.model_validate(yaml.safe_load(p.read_text()) or {})
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc, str(p))) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]}); fix the syntax") from None

@@ -1,0 +1,1 @@
+"""Curation: duplicate groups, conflicting-label resolution and group-aware folds."""

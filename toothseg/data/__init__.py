@@ -1,0 +1,1 @@
+"""Data layer: readers, dataset layouts, validation and the synthetic X-ray generator."""

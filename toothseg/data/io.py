@@ -1,0 +1,203 @@
+"""Reading X-rays and masks from disk: PNG/JPEG/BMP/TIFF (8/16-bit, gray or RGB) and DICOM.
+
+Every reader returns a 2-D array and raises `InputError` (one line: file, problem, fix) for anything it cannot use,
+so batch jobs can report the item and carry on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from toothseg.errors import InputError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
+# A label image (one integer per tooth, e.g. FDI numbers) has few distinct values; a lossy or grayscale picture
+# saved as a "mask" has many. 64 leaves room for any dentition plus background.
+MAX_LABEL_VALUES = 64
+
+
+def is_image_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def _to_gray(arr: np.ndarray, path: Path) -> np.ndarray:
+    if arr.ndim == 2:
+        return arr
+    if arr.ndim == 3 and arr.shape[2] in (3, 4):
+        rgb = arr[..., :3].astype(np.float32)
+        if np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 1], arr[..., 2]):
+            return arr[..., 0]
+        gray = 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+        return gray.astype(arr.dtype)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        return arr[..., 0]
+    raise InputError(path, f"unsupported array shape {arr.shape}", "save it as a 2-D grayscale or RGB image")
+
+
+def to_uint8(arr: np.ndarray, window: tuple[float, float] | None = None) -> np.ndarray:
+    """Map any numeric image to uint8; 8-bit input is kept as it is, deeper input is windowed (default: min-max)."""
+    if arr.dtype == np.uint8 and window is None:
+        return arr
+    a = arr.astype(np.float64)
+    lo, hi = window if window is not None else (float(a.min()), float(a.max()))
+    if hi <= lo:
+        return np.zeros(a.shape, np.uint8)
+    return np.clip((a - lo) / (hi - lo) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _read_raster(path: Path) -> np.ndarray:
+    suffix = path.suffix.lower()
+    if suffix in (".tif", ".tiff"):
+        import tifffile
+
+        try:
+            arr = tifffile.imread(str(path))
+        except Exception as exc:  # tifffile raises many types for corrupt files
+            raise InputError(path, f"unreadable TIFF ({exc.__class__.__name__})", "re-export the file") from None
+        if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[2] not in (3, 4):
+            arr = np.moveaxis(arr, 0, -1)  # planar RGB
+        return arr
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.array(im)
+                return arr.astype(np.uint16) if arr.max(initial=0) <= 65535 and arr.min(initial=0) >= 0 else arr
+            if im.mode == "P":
+                im = im.convert("RGB")
+            if im.mode == "LA":
+                im = im.convert("L")
+            return np.array(im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InputError(path, f"unreadable or truncated image ({exc})", "re-export or remove the file") from None
+
+
+def read_dicom(path: Path) -> np.ndarray:
+    """Read a DICOM X-ray as float pixels after rescale, VOI LUT/window and MONOCHROME1 inversion, mapped to uint8."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(str(path))
+    except (InvalidDicomError, OSError, EOFError, ValueError, AttributeError, KeyError) as exc:
+        raise InputError(path, f"not a readable DICOM file ({exc.__class__.__name__})", "check it is a DICOM file") from None
+    if "PixelData" not in ds:
+        raise InputError(path, "DICOM file has no pixel data", "export the image series, not a report or SR object")
+    try:
+        raw = ds.pixel_array
+    except Exception as exc:  # pydicom raises RuntimeError/NotImplementedError for codecs it lacks
+        ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        name = getattr(ts, "name", str(ts))
+        raise InputError(
+            path,
+            f"cannot decode DICOM pixel data (transfer syntax {name}: {exc.__class__.__name__})",
+            "install 'pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg' (or 'python-gdcm') to decode compressed DICOM",
+        ) from None
+    if raw.ndim == 3 and raw.shape[-1] not in (3, 4):
+        raw = raw[0]  # multi-frame: take the first frame
+    arr = raw.astype(np.float64)
+    slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
+    intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
+    arr = arr * slope + intercept
+    window: tuple[float, float] | None = None
+    try:
+        from pydicom.pixels import apply_voi_lut
+
+        if "VOILUTSequence" in ds:
+            arr = apply_voi_lut(arr, ds).astype(np.float64)
+        elif "WindowCenter" in ds and "WindowWidth" in ds:
+            wc = ds.WindowCenter
+            ww = ds.WindowWidth
+            c = float(wc[0] if isinstance(wc, pydicom.multival.MultiValue) else wc)
+            w = float(ww[0] if isinstance(ww, pydicom.multival.MultiValue) else ww)
+            window = (c - w / 2.0, c + w / 2.0)
+    except Exception as exc:
+        raise InputError(path, f"invalid VOI LUT/window ({exc})", "fix or remove the window tags") from None
+    if arr.ndim == 3:
+        arr = _to_gray(arr, path)
+    out = to_uint8(arr, window)
+    if str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper() == "MONOCHROME1":
+        out = 255 - out  # MONOCHROME1: high values are dark; teeth must be bright for the model
+    return out
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an X-ray as a 2-D uint8 array (bright = dense, as on a normal OPG)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "file not found", "check the path")
+    if path.suffix.lower() in (".dcm", ".dicom"):
+        return read_dicom(path)
+    arr = _to_gray(_read_raster(path), path)
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8) * 255
+    if not np.issubdtype(arr.dtype, np.number):
+        raise InputError(path, f"unsupported pixel type {arr.dtype}", "save it as 8- or 16-bit grayscale")
+    if arr.size == 0 or min(arr.shape) < 8:
+        raise InputError(path, f"image is too small ({arr.shape})", "use the full-size X-ray")
+    return to_uint8(arr)
+
+
+def mask_from_array(arr: np.ndarray, path: str | Path = "<array>") -> np.ndarray:
+    """Turn a mask array into bool: {0,1}, {0,255} and integer label images (non-zero = tooth) are accepted."""
+    path = Path(path)
+    if arr.ndim == 3:
+        if arr.shape[2] >= 3 and not (np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 1], arr[..., 2])):
+            # a colour-coded label image: any non-black pixel is tooth
+            arr = arr[..., :3].max(axis=2)
+        else:
+            arr = arr[..., 0]
+    if arr.ndim != 2:
+        raise InputError(path, f"mask has shape {arr.shape}", "save the mask as a 2-D image")
+    if arr.dtype == bool:
+        return arr.copy()
+    if np.issubdtype(arr.dtype, np.floating):
+        vals = np.unique(arr)
+        if not np.all(np.isin(vals, (0.0, 1.0))):
+            raise InputError(path, "mask has fractional values", "save a binary mask: 0 = background, 1 or 255 = tooth")
+        return arr > 0
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise InputError(path, f"unsupported mask type {arr.dtype}", "save an 8-bit PNG mask")
+    vals = np.unique(arr)
+    if len(vals) > MAX_LABEL_VALUES:
+        raise InputError(
+            path,
+            f"mask has {len(vals)} distinct values (a lossy or grayscale image, not a mask)",
+            "save masks losslessly (PNG) with 0 = background and non-zero = tooth",
+        )
+    if vals.min(initial=0) < 0:
+        raise InputError(path, "mask has negative values", "use 0 for background and positive labels for teeth")
+    return arr > 0
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """Read a tooth mask as a 2-D bool array."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "mask file not found", "check the path")
+    if path.suffix.lower() in (".dcm", ".dicom"):
+        import pydicom
+
+        try:
+            arr = pydicom.dcmread(str(path)).pixel_array
+        except Exception as exc:
+            raise InputError(path, f"unreadable DICOM mask ({exc.__class__.__name__})", "save the mask as PNG") from None
+    else:
+        arr = _read_raster(path)
+    return mask_from_array(arr, path)
+
+
+def write_png(path: str | Path, arr: np.ndarray) -> None:
+    """Write a uint8/bool 2-D or RGB array as PNG (bool -> 0/255), creating parent folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8) * 255
+    if arr.ndim == 3:
+        arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
+    if not cv2.imwrite(str(path), arr):
+        raise InputError(path, "could not write PNG", "check the folder is writable and the disk has space")

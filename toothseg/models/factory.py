@@ -1,0 +1,84 @@
+"""One door in for every model: ``create_model(ModelConfig)`` returns a module mapping (B,1,H,W) X-rays to
+(B,1,H,W) tooth logits. smp architectures with any smp or timm (``tu-...``) encoder are built in; other families
+(the SAM-ViT segmenter) register themselves with `register_model`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from toothseg.config import ModelConfig
+from toothseg.errors import ConfigError
+from toothseg.models.pretrained import load_pretrained
+
+_BUILDERS: dict[str, Callable[[ModelConfig], nn.Module]] = {}
+_SMP_ARCHS = {"unet", "unetplusplus", "manet", "linknet", "fpn", "pspnet", "deeplabv3", "deeplabv3plus", "pan",
+              "upernet", "segformer", "dpt"}
+
+
+def register_model(prefix: str) -> Callable[[Callable[[ModelConfig], nn.Module]], Callable[[ModelConfig], nn.Module]]:
+    """Register a builder for model names starting with ``prefix`` (e.g. 'sam-vit')."""
+
+    def deco(fn: Callable[[ModelConfig], nn.Module]) -> Callable[[ModelConfig], nn.Module]:
+        _BUILDERS[prefix] = fn
+        return fn
+
+    return deco
+
+
+def _builtin_families() -> None:
+    # Imported lazily so registering families never creates import cycles.
+    import importlib
+
+    for mod in ("toothseg.models.sam",):
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name != mod:
+                raise
+
+
+def _build_smp(cfg: ModelConfig) -> nn.Module:
+    import segmentation_models_pytorch as smp
+
+    kwargs = dict(cfg.extra)
+    if cfg.decoder_channels is not None:
+        kwargs["decoder_channels"] = list(cfg.decoder_channels)
+    try:
+        # Weights never come from smp's hub download: 1 channel in, and weights only from local files or caches.
+        return smp.create_model(cfg.name, encoder_name=cfg.encoder, encoder_weights=None, in_channels=1, classes=1,
+                                **kwargs)
+    except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+        raise ConfigError(f"cannot build model '{cfg.name}' with encoder '{cfg.encoder}': {exc}; "
+                          "check model.name/model.encoder (timm encoders are written 'tu-<name>')") from None
+
+
+def create_model(cfg: ModelConfig, load_weights: bool = True) -> nn.Module:
+    """Build the model named by ``cfg``; with ``load_weights`` apply ``cfg.weights`` (local file or offline cache)."""
+    _builtin_families()
+    name = cfg.name.lower()
+    for prefix, builder in _BUILDERS.items():
+        if name.startswith(prefix):
+            model = builder(cfg)
+            break
+    else:
+        if name not in _SMP_ARCHS:
+            known = sorted(_SMP_ARCHS | {p + "*" for p in _BUILDERS})
+            raise ConfigError(f"unknown model '{cfg.name}'; choose one of: {', '.join(known)}")
+        model = _build_smp(cfg)
+        if load_weights and cfg.weights:
+            load_pretrained(model, cfg)
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def smoke_forward(model: nn.Module, size: tuple[int, int] = (64, 128)) -> torch.Size:
+    model.eval()
+    return model(torch.zeros(1, 1, *size)).shape

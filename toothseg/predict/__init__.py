@@ -1,0 +1,1 @@
+"""Inference: model bundles, fusion, TTA, thresholds, outputs and ONNX export."""

@@ -1,0 +1,1 @@
+"""Training: datasets, augmentation, losses, the Lightning module and the k-fold engine."""
