@@ -32,6 +32,8 @@ def _to_gray(arr: np.ndarray, path: Path) -> np.ndarray:
         if np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 1], arr[..., 2]):
             return arr[..., 0]
         gray = 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+        if np.issubdtype(arr.dtype, np.integer):
+            gray = np.rint(gray)  # round, not truncate: a pure-gray RGB must map to the same gray level
         return gray.astype(arr.dtype)
     if arr.ndim == 3 and arr.shape[2] == 1:
         return arr[..., 0]
@@ -92,13 +94,17 @@ def read_dicom(path: Path) -> np.ndarray:
     except Exception as exc:  # pydicom raises RuntimeError/NotImplementedError for codecs it lacks
         ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(ts, "name", str(ts))
-        raise InputError(
-            path,
-            f"cannot decode DICOM pixel data (transfer syntax {name}: {exc.__class__.__name__})",
-            "install 'pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg' (or 'python-gdcm') to decode compressed DICOM",
-        ) from None
-    if raw.ndim == 3 and raw.shape[-1] not in (3, 4):
-        raw = raw[0]  # multi-frame: take the first frame
+        if ts is not None and getattr(ts, "is_compressed", False):
+            raise InputError(
+                path,
+                f"cannot decode DICOM pixel data (transfer syntax {name}: {exc.__class__.__name__})",
+                "install 'pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg' (or 'python-gdcm') to decode compressed DICOM",
+            ) from None
+        # uncompressed data that will not decode is truncated or has inconsistent size tags: no package helps
+        raise InputError(path, f"corrupt DICOM pixel data ({name}: {exc.__class__.__name__})",
+                         "re-export the image from the PACS or device") from None
+    if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
+        raw = raw[0]  # multi-frame: take the first frame (shape alone cannot tell frames from RGB)
     arr = raw.astype(np.float64)
     slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
     intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
@@ -174,8 +180,8 @@ def mask_from_array(arr: np.ndarray, path: str | Path = "<array>") -> np.ndarray
     return arr > 0
 
 
-def read_mask(path: str | Path) -> np.ndarray:
-    """Read a tooth mask as a 2-D bool array."""
+def read_mask_array(path: str | Path) -> np.ndarray:
+    """Read a mask file's stored values unchanged (for checks that need them, e.g. `toothseg check`)."""
     path = Path(path)
     if not path.exists():
         raise InputError(path, "mask file not found", "check the path")
@@ -183,12 +189,15 @@ def read_mask(path: str | Path) -> np.ndarray:
         import pydicom
 
         try:
-            arr = pydicom.dcmread(str(path)).pixel_array
+            return pydicom.dcmread(str(path)).pixel_array
         except Exception as exc:
             raise InputError(path, f"unreadable DICOM mask ({exc.__class__.__name__})", "save the mask as PNG") from None
-    else:
-        arr = _read_raster(path)
-    return mask_from_array(arr, path)
+    return _read_raster(path)
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """Read a tooth mask as a 2-D bool array."""
+    return mask_from_array(read_mask_array(path), path)
 
 
 def write_png(path: str | Path, arr: np.ndarray) -> None:

@@ -43,6 +43,7 @@ class Problem:
     path: str
     problem: str
     fix: str = ""
+    source: str = ""
 
 
 @dataclass
@@ -137,32 +138,46 @@ def layout_of(root: Path) -> str:
     return "unknown"
 
 
-def discover(dirs: list[str | Path]) -> Dataset:
-    """Index the samples of one or more dataset folders. Raises `InputError` when a folder is unusable."""
+def discover(dirs: list[str | Path], strict: bool = True) -> Dataset:
+    """Index the samples of one or more dataset folders.
+
+    strict: raise `InputError` when a folder is unusable (missing, no images, name clash); with strict=False the
+    folder becomes an error in `Dataset.problems` and the others are still indexed (what `toothseg check` needs).
+    """
     if not dirs:
         raise ToothsegError("no dataset folder given; pass one or more DIRs with images/ and masks/")
     ds = Dataset()
     sources: dict[str, Path] = {}
     for d in dirs:
         root = Path(d).expanduser()
-        if not root.is_dir():
-            raise InputError(root, "dataset folder not found", "pass a folder holding images/ and masks/")
-        source = root.resolve().name
-        if source in sources:
-            raise InputError(root, f"two dataset folders share the name '{source}' (also {sources[source]})",
-                             "rename one: the folder name is the source name")
-        sources[source] = root
-        kind = layout_of(root)
-        if kind == "nnunet":
-            _discover_nnunet(root, source, ds)
-        elif kind == "plain":
-            _discover_plain(root, source, ds)
-        else:
-            raise InputError(root, "no images/, masks/, unlabelled/ or imagesTr/ folder",
-                             "use DIR/images + DIR/masks (+ DIR/unlabelled) or nnU-Net's raw layout")
-        if not any(s.source == source for s in ds.samples):
-            raise InputError(root, "no images found", "put PNG/JPEG/TIFF/BMP/DICOM files in images/ or unlabelled/")
+        n_problems = len(ds.problems)
+        try:
+            _discover_one(root, sources, ds)
+        except InputError as exc:
+            if strict:
+                raise
+            ds.problems.append(Problem("error", exc.path, exc.problem, exc.fix))
+        for pr in ds.problems[n_problems:]:
+            pr.source = pr.source or root.resolve().name
     return ds
+
+
+def _discover_one(root: Path, sources: dict[str, Path], ds: Dataset) -> None:
+    if not root.is_dir():
+        raise InputError(root, "dataset folder not found", "pass a folder holding images/ and masks/")
+    source = root.resolve().name
+    if source in sources:
+        raise InputError(root, f"two dataset folders share the name '{source}' (also {sources[source]})",
+                         "rename one: the folder name is the source name")
+    kind = layout_of(root)
+    if kind == "unknown":
+        raise InputError(root, "no images/, masks/, unlabelled/ or imagesTr/ folder",
+                         "use DIR/images + DIR/masks (+ DIR/unlabelled) or nnU-Net's raw layout")
+    sources[source] = root
+    n_before = len(ds.samples)
+    (_discover_nnunet if kind == "nnunet" else _discover_plain)(root, source, ds)
+    if len(ds.samples) == n_before:
+        raise InputError(root, "no images found", "put PNG/JPEG/TIFF/BMP/DICOM files in images/ or unlabelled/")
 
 
 def write_index(ds: Dataset, path: Path) -> None:
