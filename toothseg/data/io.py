@@ -60,6 +60,8 @@ def _read_raster(path: Path) -> np.ndarray:
             arr = tifffile.imread(str(path))
         except Exception as exc:  # tifffile raises many types for corrupt files
             raise InputError(path, f"unreadable TIFF ({exc.__class__.__name__})", "re-export the file") from None
+        if arr.size == 0:
+            raise InputError(path, "unreadable TIFF (no image data)", "re-export the file")
         if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[2] not in (3, 4):
             arr = np.moveaxis(arr, 0, -1)  # planar RGB
         return arr
@@ -177,6 +179,11 @@ def mask_from_array(arr: np.ndarray, path: str | Path = "<array>") -> np.ndarray
         )
     if vals.min(initial=0) < 0:
         raise InputError(path, "mask has negative values", "use 0 for background and positive labels for teeth")
+    if arr.dtype == np.uint8 and vals.max(initial=0) == 255 and np.any((vals >= 1) & (vals <= 8)) \
+            and np.any((vals >= 247) & (vals <= 254)):
+        # values just above 0 and just below 255 together: a 0/255 mask blurred by compression or resampling
+        raise InputError(path, "mask values near 0 and near 255 (a lossy or resampled mask)",
+                         "save masks losslessly (PNG) with 0 = background and 255 = tooth; resize with nearest")
     return arr > 0
 
 
@@ -192,6 +199,9 @@ def read_mask_array(path: str | Path) -> np.ndarray:
             return pydicom.dcmread(str(path)).pixel_array
         except Exception as exc:
             raise InputError(path, f"unreadable DICOM mask ({exc.__class__.__name__})", "save the mask as PNG") from None
+    if path.suffix.lower() in (".jpg", ".jpeg"):
+        raise InputError(path, "JPEG masks are lossy (edges get spurious values)",
+                         "save masks as PNG with 0 = background and 255 = tooth")
     return _read_raster(path)
 
 
