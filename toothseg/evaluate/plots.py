@@ -58,8 +58,12 @@ def histograms(series: dict[str, Sequence[float]], title: str, groups: Sequence[
     names = [n for n, v in series.items() if any(math.isfinite(x) for x in v)]
     if not names:
         return ""
-    fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names), 2.8), squeeze=False)
-    for ax, name in zip(axes[0], names):
+    ncols = min(3, len(names))
+    nrows = math.ceil(len(names) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 2.9 * nrows), squeeze=False)
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.flat, names):
         vals = np.asarray(series[name], dtype=float)
         ok = np.isfinite(vals)
         if groups is not None:

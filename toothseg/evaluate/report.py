@@ -106,7 +106,8 @@ def _fmt(v: Any, digits: int = 4) -> str:
 
 def _table(header: list[str], rows: list[list[Any]], cls: str = "") -> str:
     head = "".join(f"<th>{_esc(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in r) + "</tr>" for r in rows)
+    body = "".join(("<tr class='total'>" if r and r[0] == "all" else "<tr>") + "".join(f"<td>{_fmt(c)}</td>" for c in r)
+                   + "</tr>" for r in rows)
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
@@ -337,7 +338,7 @@ color:#222;line-height:1.4}
 h1{margin-bottom:.1em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:1.6em}h3{margin-bottom:.3em}
 table{border-collapse:collapse;margin:.5em 0 1em;font-size:.9em}th,td{border:1px solid #ccc;padding:.25em .6em}
 th{background:#f3f3f3;text-align:left}table.num td+td{text-align:right;font-variant-numeric:tabular-nums}
-tbody tr:last-child td{font-weight:600}.meta{color:#666}.skip{color:#888;font-style:italic}.warn{color:#a40}
+tr.total td{font-weight:600}.meta{color:#666}.skip{color:#888;font-style:italic}.warn{color:#a40}
 img.plot{max-width:100%;display:block;margin:.5em 0}nav a{margin-right:1em}
 .cases{display:grid;grid-template-columns:repeat(auto-fill,minmax(560px,1fr));gap:1em}
 figure.case{margin:0;border:1px solid #ddd;padding:.4em;background:#fafafa}img.overlay{width:100%;display:block}
@@ -358,14 +359,14 @@ def build_html(run: RunDir, n_worst: int = 8) -> str:
         except ToothsegError as exc:
             cfg_line = f"config.yaml unreadable: {_esc(exc)}"
     cv, curves, per_source = _section_cv(run, tags)
+    per_source = per_source if "<table" in per_source else ""
     ev, ev_source, _, _ = _section_evaluation(run)
     sections = [
         ("dataset", "Dataset and curation", _section_dataset(run)),
         ("cv", "Cross-validation (out-of-fold)", cv),
         ("curves", "Training curves", curves),
         ("evaluation", "Held-out evaluation", ev),
-        ("sources", "Per-source breakdown", (per_source if tags and "<table" in per_source else "") + ev_source
-         or "<p class='skip'>No per-image metrics yet.</p>"),
+        ("sources", "Per-source breakdown", per_source + ev_source or "<p class='skip'>No per-image metrics yet.</p>"),
         ("pseudo", "Pseudo-labels", _section_pseudo(run)),
         ("worst", f"Worst {n_worst} out-of-fold cases", _section_worst(run, tags, n_worst)),
     ]
