@@ -21,7 +21,12 @@ class _Section(BaseModel):
 
 
 class CurateConfig(_Section):
-    hash_threshold: int = Field(10, ge=0, le=64, description="max perceptual-hash distance of two copies")
+    # Defaults measured on the real data (docs/curation.md): copies <= 32 bits, distinct patients >= 54 bits.
+    hash_threshold: int = Field(42, ge=0, le=1024, description="max pHash distance (bits of hash_size**2) of two copies")
+    hash_size: int = Field(16, ge=4, le=32, description="pHash side: hash_size**2 bits; the threshold is in these bits")
+    align_bound: int = Field(88, ge=0, le=1024, description="pairs with raw distance <= this are registered and "
+                             "re-hashed (catches crops); higher = slower, more robust")
+    conflict_dice: float = Field(0.95, ge=0, le=1, description="two copies' labels conflict below this Dice")
     policy: Literal["keep-finer", "keep-all-same-fold", "drop-all", "keep-first"] = "keep-finer"
     n_folds: int = Field(5, ge=2, le=20)
     area_bins: int = Field(3, ge=1, le=10, description="tooth-area quantile bins used to stratify folds")
