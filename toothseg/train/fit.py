@@ -112,14 +112,15 @@ def _init_weights(module: SegModule, mcfg: ModelConfig, init_weights: Path | Non
 def fit_model(cfg: Config, train_items: list[TrainItem], val_items: list[TrainItem], out_dir: Path,
               init_weights: Path | None = None, max_time: str | None = None, resume: bool = False,
               epochs: int | None = None, *, model_cfg: ModelConfig | None = None,
-              scale: tuple[int, int] | None = None, overwrite: bool = False) -> FitResult:
+              scale: tuple[int, int] | None = None, overwrite: bool = False,
+              callbacks: list[L.Callback] | None = None) -> FitResult:
     """Train ``model_cfg`` (default ``cfg.model``) at ``scale`` (default the first of ``cfg.train.scales``).
 
     Writes ``out_dir/{best,last}.ckpt``, ``metrics.csv`` and ``fit.json``. ``best`` is chosen by val Dice (at
     network resolution); with no ``val_items`` it is the last state. ``resume`` continues from ``last.ckpt``
     (a folder already finished returns its recorded result); without it an existing folder with checkpoints is
     refused unless ``overwrite``. ``init_weights``: a checkpoint/state dict to start from (e.g. a pseudo-label
-    pretrained model). ``max_time``/``epochs`` override ``cfg.train``.
+    pretrained model). ``max_time``/``epochs`` override ``cfg.train``; ``callbacks`` are added to the Trainer's.
     """
     out_dir = Path(out_dir)
     tcfg = cfg.train
@@ -152,7 +153,7 @@ def fit_model(cfg: Config, train_items: list[TrainItem], val_items: list[TrainIt
     if ckpt_path is None:
         _init_weights(module, mcfg, init_weights)
 
-    callbacks: list[L.Callback] = [
+    callbacks = list(callbacks or []) + [
         ModelCheckpoint(dirpath=out_dir, filename="last", every_n_train_steps=CKPT_EVERY_STEPS, save_top_k=1,
                         enable_version_counter=False),
     ]

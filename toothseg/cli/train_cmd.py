@@ -1,0 +1,40 @@
+"""`toothseg train RUN [--fold K|all] [--preset NAME] [--max-time HH:MM:SS] [--resume]`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("train")
+    def train_cmd(
+        run: Path = typer.Argument(..., help="run folder written by 'toothseg prepare'"),
+        fold: str = typer.Option("all", "--fold", help="fold number or 'all'"),
+        preset: str | None = typer.Option(None, "--preset", help="re-base model/train settings on a preset: "
+                                          "recipe, cpu or tiny (curation settings are kept)"),
+        max_time: str | None = typer.Option(None, "--max-time", help="wall-clock budget per model, HH:MM:SS"),
+        resume: bool = typer.Option(False, "--resume", help="continue from each fold's last.ckpt"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="delete existing checkpoints and start again"),
+        devices: str | None = typer.Option(None, "--devices", help="devices per node (e.g. 2 or 'auto')"),
+        strategy: str | None = typer.Option(None, "--strategy", help="Lightning strategy, e.g. ddp"),
+        num_nodes: int | None = typer.Option(None, "--num-nodes", help="nodes for multi-node DDP"),
+        accelerator: str | None = typer.Option(None, "--accelerator", help="cpu, gpu or auto"),
+        override: list[str] = typer.Option([], "--set", help="config override section.key=value (repeatable)"),
+    ) -> None:
+        """Train every configured model and scale on the run's folds (checkpoints, OOF scores, hard mining)."""
+        from toothseg.api import train
+
+        sets = list(override)
+        for key, val in (("devices", devices), ("strategy", strategy), ("num_nodes", num_nodes),
+                         ("accelerator", accelerator)):
+            if val is not None:
+                sets.append(f"train.{key}={val}")
+        out = train(run, fold=fold, preset=preset, max_time=max_time, resume=resume, overrides=sets,
+                    overwrite=overwrite)
+        for tag, info in out.get("models", {}).items():
+            typer.echo(f"{tag}: folds {info['folds']}  CV Dice {info['cv_dice']:.4f}  IoU {info['cv_iou']:.4f}  "
+                       f"HD95 {info['cv_hd95']:.1f} px  ({run / 'train' / tag})")
+        if out.get("bundle"):
+            typer.echo(f"bundle: {out['bundle']}")
