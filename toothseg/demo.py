@@ -82,7 +82,7 @@ def demo(out: str | Path | None = None, labelled: int = 48, unlabelled: int = 24
         "synth": synth_summary,
         "pipeline": pipeline,
         "predicted": pred.get("n_ok", pred.get("ok")),
-        "test_dice": ev["summary"]["dice"]["mean"] if "summary" in ev else ev["dice"]["mean"],
+        "test_dice": ev["metrics"]["dice"]["mean"],
         "report": str(html),
         "timings_s": timings,
         "total_s": round(time.perf_counter() - t0, 1),
