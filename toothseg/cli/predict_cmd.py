@@ -1,0 +1,50 @@
+"""`toothseg predict BUNDLE INPUT... --out DIR`: masks, overlays, probability maps and JSON records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def _folds(value: Optional[str]) -> Optional[list[int]]:
+    if value is None or value.strip().lower() == "all":
+        return None
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"'{value}': give fold numbers like 0 or 0,2,4 (or 'all')") from None
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("predict")
+    def predict_cmd(
+        bundle: Path = typer.Argument(..., help="bundle folder (RUN/bundle), a run folder, or a bundle .zip"),
+        inputs: list[str] = typer.Argument(..., help="image files, folders (searched recursively) or globs"),
+        out: Path = typer.Option(..., "--out", "-o", help="output folder"),
+        engine: str = typer.Option("torch", help="torch or onnxruntime (needs 'toothseg export' first)"),
+        folds: Optional[str] = typer.Option(None, help="use only these folds, e.g. 0 or 0,2 (faster); default all"),
+        tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="test-time augmentation (default: bundle's)"),
+        threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="override the OOF-tuned threshold"),
+        save_prob: bool = typer.Option(False, "--save-prob", help="also write probability maps (x255 PNG)"),
+        overlay: bool = typer.Option(True, "--overlay/--no-overlay", help="write overlay PNGs"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="redo images whose outputs exist"),
+        batch_size: Optional[int] = typer.Option(None, min=1, help="images per forward pass (default: bundle's)"),
+        workers: Optional[int] = typer.Option(None, min=1, help="reader threads (default: min(4, cores))"),
+        threads: Optional[int] = typer.Option(None, min=1, help="compute threads (default: all cores)"),
+    ) -> None:
+        """Segment teeth in X-rays with a trained bundle (fold/model/scale fusion, TTA, tuned threshold)."""
+        from toothseg.api import predict
+        from toothseg.rundir import setup_logging
+
+        setup_logging()
+        s = predict(bundle, inputs, out, engine=engine, folds=_folds(folds), tta=tta, threshold=threshold,
+                    save_prob=save_prob, overlay=overlay, overwrite=overwrite, batch_size=batch_size,
+                    workers=workers, threads=threads)
+        typer.echo(f"{s['n_ok']} predicted, {s['n_skipped']} skipped (outputs exist), {s['n_failed']} failed "
+                   f"in {s['seconds']:.1f} s ({s['images_per_s'] or 0:.2f} images/s, {s['n_members']} member(s), "
+                   f"{s['engine']}, threshold {s['threshold']:.2f}) -> {s['out']}")
+        if s["n_failed"]:
+            typer.echo(f"{s['n_failed']} input(s) failed; see {s['summary_csv']}", err=True)
+            raise typer.Exit(1)
