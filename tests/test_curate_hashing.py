@@ -111,3 +111,12 @@ def test_union_find_is_transitive() -> None:
     assert groups == [[0, 1, 2]]  # 0 and 2 are far apart but joined through 1; 3 is a singleton
     assert nearest_in_group(d, groups[0]) == {0: 5, 1: 5, 2: 6}
     assert group_pairs(np.zeros((0, 0), int), 10) == []
+
+
+def test_calibration_perturbations_stay_within_threshold(opgs: list[np.ndarray]) -> None:
+    from toothseg.curate.calibrate import copy_distance, perturbations
+
+    rng = np.random.default_rng(0)
+    for kind, fn in perturbations(rng).items():
+        assert copy_distance(opgs[0], fn(opgs[0])) <= THRESHOLD, kind
+    assert copy_distance(opgs[0], opgs[1]) > THRESHOLD

@@ -9,6 +9,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -114,18 +116,21 @@ def test_policies_and_bad_options(synth_data: Path, tmp_path: Path) -> None:
         prepare([synth_data], tmp_path / "r2", preset="tiny", policy="keep-best")
 
 
-def test_unreadable_image_is_reported_and_skipped(tmp_path: Path) -> None:
-    import cv2
-    import numpy as np
-
-    data = tmp_path / "src"
+def _tiny_source(data: Path, n: int) -> np.ndarray:
+    """n distinct noise images with masks; returns the last image."""
     (data / "images").mkdir(parents=True)
     (data / "masks").mkdir()
     rng = np.random.default_rng(0)
-    for i in range(6):
+    for i in range(n):
         img = (cv2.GaussianBlur(rng.normal(0, 1, (96, 192)), (0, 0), 3) * 60 + 120).clip(0, 255).astype(np.uint8)
         cv2.imwrite(str(data / "images" / f"{i}.png"), img)
         cv2.imwrite(str(data / "masks" / f"{i}.png"), (img > 140).astype(np.uint8) * 255)
+    return img
+
+
+def test_unreadable_image_is_reported_and_skipped(tmp_path: Path) -> None:
+    data = tmp_path / "src"
+    img = _tiny_source(data, 6)
     (data / "images" / "6.png").write_bytes(b"not a png")
     cv2.imwrite(str(data / "masks" / "6.png"), np.zeros((96, 192), np.uint8))
     cv2.imwrite(str(data / "images" / "7.png"), img)
@@ -170,3 +175,14 @@ def test_real_data_groups_never_straddle_folds(real_data: Path, tmp_path: Path) 
                                         ("ufba425/cate1-00044", "ufba425/cate3-00009"))}
     if len(dirs) == 3 and s["images"] == 1174:
         assert found == expected
+
+
+def test_failed_prepare_leaves_no_files_and_bad_threshold(synth_data: Path, tmp_path: Path) -> None:
+    _tiny_source(tmp_path / "few", 3)
+    with pytest.raises(ToothsegError, match="lower --folds"):
+        prepare([tmp_path / "few"], tmp_path / "r", preset="tiny", n_folds=5)
+    assert not list((tmp_path / "r").glob("*.json")) and not (tmp_path / "r" / "samples.csv").exists()
+    with pytest.raises(ConfigError, match="hash_threshold"):
+        prepare([synth_data], tmp_path / "r", preset="tiny", threshold=-1)
+    with pytest.raises(ToothsegError, match="not found"):
+        prepare([tmp_path / "missing"], tmp_path / "r", preset="tiny")

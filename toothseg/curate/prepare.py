@@ -57,8 +57,8 @@ def _config(preset: str, config: str | Path | None, overrides: list[str] | None,
             cfg.curate.n_folds = n_folds
     except ValidationError as exc:
         e = exc.errors()[0]
-        raise ConfigError(f"invalid curation option '{e['loc'][0]}': {e['msg']}; "
-                          f"policies: {', '.join(POLICIES)}") from None
+        hint = f"choose one of {', '.join(POLICIES)}" if e["loc"][0] == "policy" else "check the value"
+        raise ConfigError(f"invalid curation option '{e['loc'][0]}': {e['msg']}; {hint}") from None
     return cfg
 
 
@@ -133,8 +133,6 @@ def prepare(data_dirs: list[str | Path], out: str | Path, preset: str = "cpu", c
     ds = discover([Path(d) for d in data_dirs])
     for pr in ds.problems:
         log.warning("%s: %s: %s", pr.level, pr.path, pr.problem)
-    run.save_config(cfg)
-    write_index(ds, run.samples)
 
     loaded, bad = _load_all(ds.samples)
     t_read = time.perf_counter() - t0
@@ -167,6 +165,10 @@ def prepare(data_dirs: list[str | Path], out: str | Path, preset: str = "cpu", c
     summary["pairs_registered"] = dist.n_registered
     summary["seconds"] = {"read": round(t_read, 1), "hash_group": round(t_hash, 1)}
 
+    summary["dataset_problems"] = len(ds.problems)
+    # Written only now: a run that fails above (e.g. too few groups for the folds) leaves no half-prepared folder.
+    run.save_config(cfg)
+    write_index(ds, run.samples)
     _write_duplicates(run.duplicates, loaded, groups, dist.final, items)
     write_json(run.folds, folds)
     write_json(run.splits_final, nnunet_splits(folds))

@@ -56,7 +56,7 @@ def histogram_png(dist: Distances, threshold: int) -> bytes:
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
     if n >= 2:
         pairs = dist.final[np.triu_indices(n, 1)]
-        nn = np.where(np.eye(n, dtype=bool), np.iinfo(np.int32).max, dist.final).min(axis=1)
+        nn = np.where(np.eye(n, dtype=bool), np.iinfo(np.int16).max, dist.final).min(axis=1)
         top = int(max(pairs.max(), threshold)) + 2
         for ax, vals, title in ((axes[0], pairs, f"all pairs (n={len(pairs)})"),
                                 (axes[1], nn, f"nearest other image (n={n})")):
