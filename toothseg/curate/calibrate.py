@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from toothseg.curate.hashing import pair_distances, registered_distance, thumbnail
+from toothseg.curate.hashing import pair_distances, thumbnail
 from toothseg.data.io import read_image
 from toothseg.data.layout import discover
 

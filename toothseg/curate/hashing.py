@@ -77,7 +77,8 @@ def warp_to(moving: np.ndarray, warp: np.ndarray, shape: tuple[int, int], neares
     return cv2.warpAffine(moving, m, (w, h), flags=flags, borderMode=cv2.BORDER_REPLICATE)
 
 
-def registered_distance(fixed: np.ndarray, moving: np.ndarray, hash_size: int = 16) -> tuple[int | None, np.ndarray | None]:
+def registered_distance(fixed: np.ndarray, moving: np.ndarray,
+                        hash_size: int = 16) -> tuple[int | None, np.ndarray | None]:
     """Hash distance after registering `moving` onto `fixed` (both thumbnails); (None, None) if ECC fails."""
     warp = register(fixed, moving)
     if warp is None:
