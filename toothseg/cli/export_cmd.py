@@ -16,11 +16,12 @@ def register(app: typer.Typer) -> None:
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder (default: BUNDLE/onnx)"),
         opset: int = typer.Option(17, min=13, help="ONNX opset"),
         overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing export"),
+        threads: Optional[int] = typer.Option(None, min=1, help="threads for the parity check (default: all cores)"),
     ) -> None:
         """Export every bundle member to ONNX and check it against PyTorch."""
         from toothseg.api import export
         from toothseg.rundir import setup_logging
 
         setup_logging()
-        paths = export(bundle, format=format, out=out, opset=opset, overwrite=overwrite)
+        paths = export(bundle, format=format, out=out, opset=opset, overwrite=overwrite, threads=threads)
         typer.echo(f"exported {len(paths)} model(s) to {paths[0].parent if paths else out}")

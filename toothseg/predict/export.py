@@ -54,7 +54,7 @@ def export_member(net, size: tuple[int, int], path: Path, opset: int = 17) -> Pa
 
 
 def export(bundle: str | Path, format: str = "onnx", out: str | Path | None = None, opset: int = 17,
-           overwrite: bool = False, check: bool = True) -> list[Path]:
+           overwrite: bool = False, check: bool = True, threads: int | None = None) -> list[Path]:
     """Export every member of ``bundle`` to ``out`` (default BUNDLE/onnx/) and record them in bundle.json.
 
     With ``check`` each graph is run once by ONNX Runtime against PyTorch on a random input; the largest probability
@@ -62,8 +62,10 @@ def export(bundle: str | Path, format: str = "onnx", out: str | Path | None = No
     """
     from toothseg.config import ModelConfig
     from toothseg.models.factory import create_model
+    import torch
+
+    from toothseg.predict.engines import TorchRunner, cpu_threads
     from toothseg.predict.onnx_engine import OnnxRunner
-    from toothseg.predict.engines import TorchRunner
 
     if format.lower() != "onnx":
         raise ConfigError(f"export format '{format}' is not supported; use --format onnx")
@@ -75,6 +77,7 @@ def export(bundle: str | Path, format: str = "onnx", out: str | Path | None = No
     existing = [p for p in targets if p.exists()]
     if existing and not overwrite:
         raise ToothsegError(f"{existing[0]}: already exported ({len(existing)} files); pass --overwrite to replace")
+    torch.set_num_threads(cpu_threads(threads))
     paths, diffs = [], []
     rng = np.random.default_rng(0)
     for i, (m, target) in enumerate(zip(b.members, targets)):
@@ -84,7 +87,7 @@ def export(bundle: str | Path, format: str = "onnx", out: str | Path | None = No
         export_member(net, m.scale, target, opset)
         if check:
             x = rng.standard_normal((2, 1, *m.scale)).astype(np.float32)
-            diffs.append(float(np.abs(OnnxRunner(target)(x) - TorchRunner(net)(x)).max()))
+            diffs.append(float(np.abs(OnnxRunner(target, threads)(x) - TorchRunner(net)(x)).max()))
         try:
             rel = str(target.resolve().relative_to(b.root.resolve()))
         except ValueError:
