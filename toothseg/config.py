@@ -95,12 +95,17 @@ class TrainConfig(_Section):
 
 class PseudoConfig(_Section):
     schedule: Literal["labelled", "pretrain", "mix", "pretrain-mix"] = "pretrain-mix"
-    confidence: Literal["agreement", "entropy"] = "agreement"
+    confidence: Literal["agreement", "entropy", "band", "spread"] = "agreement"
     select: Literal["all", "topk", "quantile", "threshold"] = "quantile"
     select_value: float = Field(0.8, ge=0, description="k for topk, kept fraction for quantile, min score for threshold")
     soft: bool = Field(False, description="distil on the teachers' probabilities instead of hard masks")
     rounds: int = Field(1, ge=1, description="iterative rounds: the student becomes the next teacher")
     pretrain_epochs: int = Field(10, ge=1)
+    pretrain_share: float = Field(0.0, ge=0, lt=1, description="if > 0: share of train.max_time/max_steps spent on "
+                                  "pseudo pretraining, the rest on fine-tuning (two stages cost one model's budget)")
+    pseudo_weight: float = Field(1.0, gt=0, description="per-sample loss weight of pseudo-labelled items")
+    teacher: str | None = Field(None, description="train/<tag> whose fold models label ('bundle': RUN/bundle); "
+                                "None = the supervised family with the best CV Dice")
 
 
 class PredictConfig(_Section):

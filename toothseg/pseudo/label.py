@@ -1,0 +1,179 @@
+"""`toothseg pseudo-label RUN`: a teacher's fold ensemble (with TTA) labels every unlabelled image worth labelling.
+
+Writes, under RUN/pseudo/ (architecture.md): ``soft/<source>/<id>.png`` (fused probability x 255),
+``hard/<source>/<id>.png`` (0/255 at the teacher's OOF-tuned threshold and post-processing), ``scores.csv``
+(``key,score,<each confidence>,selected``) and ``pseudo.json`` (teacher, settings, counts).
+
+The teacher is one trained model family (``train/<tag>``): its own bundle is built in the pseudo folder, so the
+threshold is tuned on that family's out-of-fold maps alone, whatever else the run has trained.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toothseg.data.io import read_image, write_png
+from toothseg.errors import ConfigError, InputError, ToothsegError
+from toothseg.pseudo.confidence import SCORES, confidence_scores
+from toothseg.pseudo.pool import unlabelled_pool
+from toothseg.pseudo.select import check_selection, select
+from toothseg.rundir import RunDir, open_run, setup_logging, write_json
+
+log = logging.getLogger("toothseg")
+
+
+def teacher_bundle(run: RunDir, tag: str, out: Path) -> Path:
+    """Build a bundle of ``train/<tag>`` only (threshold tuned on its OOF maps) at ``out``.
+
+    `build_bundle` collects every family of a run, so it is pointed at a view of the run holding just this one.
+    """
+    from toothseg.predict.bundle import build_bundle
+
+    src = run.train_dir / tag
+    if not (src / "model.json").is_file() and not any(src.glob("fold*/best.ckpt")):
+        raise InputError(src, f"teacher '{tag}' has no trained folds", "train it first or set pseudo.teacher")
+    view = out.parent / (out.name + ".view")
+    shutil.rmtree(view, ignore_errors=True)
+    (view / "train").mkdir(parents=True)
+    for name in ("samples.csv", "config.yaml", "curation.json"):
+        if (run.root / name).is_file():
+            os.symlink((run.root / name).resolve(), view / name)
+    os.symlink(src.resolve(), view / "train" / tag)
+    try:
+        return build_bundle(view, out=out)
+    finally:
+        shutil.rmtree(view, ignore_errors=True)
+
+
+WEAK_TEACHER_DICE = 0.7  # a heuristic floor (not measured): below it most pseudo-masks are badly wrong
+
+
+def teacher_cv_dice(bundle_meta: dict) -> float | None:
+    """The teacher's out-of-fold Dice (fused, tuned threshold) from its bundle, None when unknown."""
+    oof = bundle_meta.get("oof") or {}
+    d = oof.get("dice_with_postprocess", oof.get("dice_tuned_threshold"))
+    return float(d) if d is not None else None
+
+
+def teacher_members(pred: Any, img: np.ndarray, hflip: bool) -> np.ndarray:
+    """(M, H, W) member probabilities at the image's size; with ``hflip`` each fold member also sees the mirror."""
+    members = list(pred.predict_members(img))
+    if hflip:
+        members += [m[:, ::-1] for m in pred.predict_members(np.ascontiguousarray(img[:, ::-1]))]
+    return np.stack(members).astype(np.float32)
+
+
+def _resolve_teacher(run: RunDir, teacher: str | None, out: Path) -> tuple[str, Path]:
+    from toothseg.pseudo.schedules import default_teacher
+
+    if teacher == "bundle":
+        return "bundle", run.require(run.bundle_dir / "bundle.json", "train").parent
+    tag = teacher or default_teacher(run)
+    return tag, teacher_bundle(run, tag, out / "teacher")
+
+
+def _write_scores(path: Path, rows: list[dict[str, Any]], names: list[str]) -> None:
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["key", "score", *names, "selected"])
+        for r in rows:
+            w.writerow([r["key"], _fmt(r["score"]), *(_fmt(r[n]) for n in names), int(r["selected"])])
+    tmp.replace(path)
+
+
+def _fmt(x: float) -> str:
+    return "nan" if x != x else f"{x:.6f}"
+
+
+def pseudo_label(run: str | Path, teacher: str | None = None, out: str | Path | None = None,
+                 folds: list[int] | None = None, confidence: str | None = None, select_method: str | None = None,
+                 select_value: float | None = None, overwrite: bool = False, limit: int | None = None) -> dict:
+    """Pseudo-label RUN's unlabelled pool with a teacher ensemble; returns a summary (counts, settings, paths).
+
+    ``teacher``: a train/<tag> (default: pseudo.teacher, else the best supervised family) or "bundle" (RUN/bundle).
+    ``folds``: use only these folds of the teacher. Unset options come from the run's config (``pseudo.*``).
+    """
+    from toothseg.predict.fusion import fuse
+    from toothseg.predict.postprocess import postprocess
+    from toothseg.predict.predictor import Predictor
+
+    rd = open_run(run)
+    setup_logging(rd)
+    cfg = rd.load_config()
+    conf = confidence or cfg.pseudo.confidence
+    if conf not in SCORES:
+        raise ConfigError(f"pseudo.confidence='{conf}' is unknown; choose one of: {', '.join(SCORES)}")
+    method = select_method or cfg.pseudo.select
+    value = cfg.pseudo.select_value if select_value is None else float(select_value)
+    check_selection(method, value)
+    teacher = teacher or cfg.pseudo.teacher
+    out_dir = Path(out) if out is not None else rd.pseudo_dir
+    if (out_dir / "scores.csv").is_file() and not overwrite:
+        raise ToothsegError(f"{out_dir / 'scores.csv'}: pseudo-labels exist; pass --overwrite to label again")
+    pool = unlabelled_pool(rd)
+    samples = pool.samples[:limit] if limit else pool.samples
+    if not samples:
+        raise InputError(rd.samples, "no unlabelled image to pseudo-label "
+                         f"({len(pool.skipped)} skipped as copies of labelled images or dropped)",
+                         "add unlabelled X-rays (DIR/unlabelled/) and rerun 'toothseg prepare'")
+    for sub in ("soft", "hard"):
+        shutil.rmtree(out_dir / sub, ignore_errors=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    tag, bundle_dir = _resolve_teacher(rd, teacher, out_dir)
+    # hflip is run here as separate views, so even a one-fold teacher has two members whose agreement is a score.
+    hflip = any(str(t).strip().lower() == "hflip" for t in cfg.predict.tta)
+    # train.threads also bounds inference: on a shared CPU, more torch threads than free cores is ~30x slower
+    pred = Predictor(bundle_dir, folds=folds, tta=[t for t in cfg.predict.tta if str(t).strip().lower() != "hflip"],
+                     threads=cfg.train.threads)
+    thr, pp = pred.threshold, pred.postprocess
+    teacher_dice = teacher_cv_dice(pred.bundle.meta if pred.bundle else {})
+    if teacher_dice is not None and teacher_dice < WEAK_TEACHER_DICE:
+        log.warning("pseudo-label: teacher %s has CV Dice %.3f (< %.2f): its pseudo-labels are mostly noise and "
+                    "students trained on them will not beat it; train the teacher longer first", tag, teacher_dice,
+                    WEAK_TEACHER_DICE)
+    weights = [n.weight for n in pred.nets] * (2 if hflip else 1)
+    log.info("pseudo-label: teacher %s (%d members incl. views, TTA %s, threshold %.2f), %d images (%d skipped)",
+             tag, len(weights), cfg.predict.tta, thr, len(samples), len(pool.skipped))
+    rows: list[dict[str, Any]] = []
+    failed: dict[str, str] = {}
+    for i, s in enumerate(samples):
+        try:
+            img = read_image(s.image_path)
+        except InputError as exc:
+            failed[s.key] = str(exc)
+            log.warning("pseudo-label: %s", exc)
+            continue
+        members = teacher_members(pred, img, hflip)
+        fused = fuse(list(members), weights)
+        hard = postprocess(fused > thr, pp["min_component"], pp["fill_holes"])
+        write_png(out_dir / "soft" / s.source / f"{s.image_id}.png",
+                  np.clip(np.rint(fused * 255.0), 0, 255).astype(np.uint8))
+        write_png(out_dir / "hard" / s.source / f"{s.image_id}.png", hard.astype(bool))
+        sc = confidence_scores(members, fused, thr)
+        rows.append({"key": s.key, "score": sc[conf], **sc})
+        if (i + 1) % 50 == 0:
+            log.info("pseudo-label: %d/%d images (%.1f s)", i + 1, len(samples), time.time() - t0)
+    chosen = select({r["key"]: r["score"] for r in rows}, method, value)
+    for r in rows:
+        r["selected"] = chosen[r["key"]]
+    _write_scores(out_dir / "scores.csv", rows, list(SCORES))
+    summary = {
+        "teacher": tag, "teacher_cv_dice": teacher_dice, "bundle": str(bundle_dir), "members": len(weights), "tta": list(cfg.predict.tta),
+        "threshold": thr, "postprocess": pp, "confidence": conf, "select": method, "select_value": value,
+        "n_images": len(rows), "n_selected": int(sum(chosen.values())), "n_skipped": len(pool.skipped),
+        "skipped": pool.skipped, "failed": failed, "seconds": round(time.time() - t0, 1), "out": str(out_dir),
+    }
+    write_json(out_dir / "pseudo.json", summary)
+    log.info("pseudo-label: %d images labelled, %d selected (%s %s by %s), %d copies/dropped skipped, %.0f s",
+             len(rows), summary["n_selected"], method, value, conf, len(pool.skipped), summary["seconds"])
+    return summary
