@@ -298,7 +298,6 @@ def test_bundle_member_rebuilds_from_its_state_dict(tiny_ckpt):
     assert np.allclose(runner(x), ref, atol=1e-6)
 
 
-@pytest.mark.xfail(strict=False, reason="factory.create_model does not pass load_weights to registered builders yet")
 def test_bundle_member_needs_no_weights_file(tmp_path):
     from toothseg.predict.engines import torch_runner
 

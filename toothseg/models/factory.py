@@ -14,15 +14,17 @@ from toothseg.config import ModelConfig
 from toothseg.errors import ConfigError
 from toothseg.models.pretrained import load_pretrained
 
-_BUILDERS: dict[str, Callable[[ModelConfig], nn.Module]] = {}
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 _SMP_ARCHS = {"unet", "unetplusplus", "manet", "linknet", "fpn", "pspnet", "deeplabv3", "deeplabv3plus", "pan",
               "upernet", "segformer", "dpt"}
 
 
-def register_model(prefix: str) -> Callable[[Callable[[ModelConfig], nn.Module]], Callable[[ModelConfig], nn.Module]]:
-    """Register a builder for model names starting with ``prefix`` (e.g. 'sam-vit')."""
+def register_model(prefix: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register ``builder(cfg, load_weights=True)`` for model names starting with ``prefix`` (e.g. 'sam-vit').
 
-    def deco(fn: Callable[[ModelConfig], nn.Module]) -> Callable[[ModelConfig], nn.Module]:
+    The builder applies ``cfg.weights`` itself when ``load_weights`` is true (its checkpoint format is its own)."""
+
+    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         _BUILDERS[prefix] = fn
         return fn
 
@@ -62,7 +64,7 @@ def create_model(cfg: ModelConfig, load_weights: bool = True) -> nn.Module:
     name = cfg.name.lower()
     for prefix, builder in _BUILDERS.items():
         if name.startswith(prefix):
-            model = builder(cfg)
+            model = builder(cfg, load_weights=load_weights)
             break
     else:
         if name not in _SMP_ARCHS:

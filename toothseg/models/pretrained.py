@@ -72,6 +72,10 @@ def load_pretrained(model: nn.Module, cfg: ModelConfig) -> None:
     spec = cfg.weights
     if not spec:
         return
+    own_loader = getattr(model, "load_pretrained_weights", None)
+    if callable(own_loader):  # families with their own checkpoint format (SAM) convert weights exactly themselves
+        own_loader(spec)
+        return
     encoder = getattr(model, "encoder", None)
     if spec == "cache":
         if not cfg.encoder.startswith("tu-"):
