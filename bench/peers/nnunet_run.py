@@ -225,7 +225,7 @@ class Bench:
         dice = re.findall(r"Pseudo dice \[([^\]]*)\]", text)
         self.results["train"] = {**res, "trainer": self.a.trainer, "budget_s": budget, "epochs_completed": epochs,
                                  "iterations_completed": epochs * iters, "checkpoint": ckpt,
-                                 "last_pseudo_dice": dice[-1] if dice else None, "fold_dir": str(self.fold_dir)}
+                                 "last_pseudo_dice": _floats(dice[-1]) if dice else None, "fold_dir": str(self.fold_dir)}
         print(f"trained {epochs} epochs ({epochs * iters} iterations) in {res['wall_s']} s; checkpoint: {ckpt}")
         if ckpt is None:
             print("NO CHECKPOINT after the budget: nnU-Net finished no epoch; nothing to predict with",
@@ -324,6 +324,11 @@ def _mean(summary: dict, metric: str):
         if isinstance(v, (int, float)):
             return v
     return None
+
+
+def _floats(text: str) -> list[float]:
+    """Numbers of a logged list such as ``[np.float32(0.3218)]``."""
+    return [float(x) for x in re.findall(r"\d+\.\d+(?:e-?\d+)?", text)]
 
 
 def _f(v, nd: int = 3) -> str:
