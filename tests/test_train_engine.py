@@ -100,3 +100,14 @@ def test_missing_folds_file(tmp_path):
     (run / "folds.json").unlink()
     with pytest.raises(ToothsegError, match="folds.json"):
         train(run, fold=0)
+
+
+def test_missing_pretrained_weights_fail_clearly_without_download(trained, monkeypatch, tmp_path):
+    run, _ = trained
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty_cache"))
+    with pytest.raises(ConfigError, match="nope.pth"):
+        train(run, fold=1, overrides=["model.weights=/nonexistent/nope.pth"])
+    with pytest.raises(ConfigError, match="no cached weights"):
+        train(run, fold=1, overrides=["model.weights=cache"])
+    assert not (run / "train" / TAG / "fold1" / "best.ckpt").exists()

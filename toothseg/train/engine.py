@@ -61,6 +61,21 @@ def resolve_config(rd: RunDir, preset: str | None, overrides: list[str] | None, 
     return cfg
 
 
+def check_weights(mcfg: ModelConfig) -> None:
+    """Requested pretrained weights must already be on disk (a file or the offline timm/HF cache)."""
+    from toothseg.models.pretrained import cached_timm_weights
+
+    if not mcfg.weights:
+        return
+    if mcfg.weights == "cache":
+        if not mcfg.encoder.startswith("tu-") or cached_timm_weights(mcfg.encoder[3:]) is None:
+            raise ConfigError(f"model.weights=cache: no cached weights for encoder '{mcfg.encoder}' (looked in the "
+                              "Hugging Face cache, offline); download them on a connected machine or pass a file")
+    elif not Path(mcfg.weights).expanduser().is_file():
+        raise ConfigError(f"{mcfg.weights}: weights file not found; pass an existing .pth/.safetensors file or "
+                          "omit model.weights to train from scratch")
+
+
 # -- items -----------------------------------------------------------------------------------------------------
 def labelled_items(rd: RunDir) -> dict[str, TrainItem]:
     """Every usable labelled item by key, with curation applied (``label-from:<key>`` takes that key's mask)."""
@@ -227,6 +242,8 @@ def train(run: str | Path, fold: int | str = "all", preset: str | None = None, m
     folds = read_folds(rd)
     fold_ids = select_folds(folds, fold)
     items = labelled_items(rd)
+    for mcfg in [cfg.model] + list(cfg.models):
+        check_weights(mcfg)  # fail before config.yaml is rewritten or anything trains
     if is_main_process():
         save_config(cfg, rd.config)
     out: dict = {"run": str(rd.root), "models": {}}

@@ -106,7 +106,8 @@ def _init_weights(module: SegModule, mcfg: ModelConfig, init_weights: Path | Non
         load_pretrained(module.model, mcfg.model_copy(update={"weights": str(init_weights)}))
         log.info("initialised from %s", init_weights)
     elif mcfg.weights:
-        load_pretrained(module.model, mcfg)
+        own = getattr(module.model, "load_pretrained_weights", None)  # families with their own format (SAM-ViT)
+        own(mcfg.weights) if callable(own) else load_pretrained(module.model, mcfg)
 
 
 def fit_model(cfg: Config, train_items: list[TrainItem], val_items: list[TrainItem], out_dir: Path,
