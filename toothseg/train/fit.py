@@ -164,8 +164,10 @@ def fit_model(cfg: Config, train_items: list[TrainItem], val_items: list[TrainIt
     else:
         callbacks.append(ModelCheckpoint(dirpath=out_dir, filename="last", every_n_epochs=1, save_top_k=1,
                                          enable_version_counter=False))
+    train_loader = _loader(train_ds, tcfg.batch_size, True, tcfg.num_workers)
+    val_loader = _loader(val_ds, tcfg.batch_size, False, tcfg.num_workers) if val_ds is not None else None
     if budget is not None:
-        callbacks.append(BudgetSchedule(n_epochs))
+        callbacks.append(BudgetSchedule(n_epochs, len(val_loader) if val_loader is not None else 0))
     trainer = L.Trainer(
         max_epochs=n_epochs, max_steps=tcfg.max_steps, max_time=lightning_max_time(budget),
         accelerator=tcfg.accelerator, devices=tcfg.devices, num_nodes=tcfg.num_nodes, strategy=tcfg.strategy,
@@ -176,9 +178,7 @@ def fit_model(cfg: Config, train_items: list[TrainItem], val_items: list[TrainIt
         default_root_dir=str(out_dir), enable_model_summary=False,
     )
     t0 = time.monotonic()
-    trainer.fit(module, _loader(train_ds, tcfg.batch_size, True, tcfg.num_workers),
-                _loader(val_ds, tcfg.batch_size, False, tcfg.num_workers) if val_ds is not None else None,
-                ckpt_path=ckpt_path)
+    trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path)
     seconds = time.monotonic() - t0
     best = out_dir / "best.ckpt"
     result = FitResult(out_dir, best, last, None, int(trainer.global_step), int(trainer.current_epoch),
