@@ -133,18 +133,28 @@ def pseudo_quality(run: Path, hidden: dict[str, str]) -> dict:
             "true_dice_rejected": float(np.mean(sel.get(False, [np.nan])))}
 
 
+def train_effort(tag_dir: Path) -> dict:
+    """Optimizer steps and training seconds actually spent (all stages and folds), from each stage's fit.json.
+
+    A wall-clock budget on a shared machine buys different numbers of steps from row to row; the table shows both.
+    """
+    fits = [read_json(p) for p in tag_dir.rglob("fit.json")]
+    return {"steps": sum(int(f.get("global_step", 0)) for f in fits),
+            "train_minutes": sum(float(f.get("seconds", 0.0)) for f in fits) / 60}
+
+
 def table(rows: list[dict], meta: dict) -> str:
     lines = [f"Tufts-style ablation: {meta['fraction']:.0%} of labels kept ({meta['n_labelled']} labelled, "
              f"{meta['n_unlabelled_pool']} unlabelled images pseudo-labelled), preset `{meta['preset']}` "
              f"{meta['scale']}, folds {meta['folds']}, {meta['max_time']} per model, pretrain share "
              f"{meta['pretrain_share']}, {meta['n_val']} validation images.", "",
-             "| Labelled | Pseudo | Pseudo pretrain | CV Dice | IoU | HD95 (px) | pseudo images | minutes |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| Labelled | Pseudo | Pseudo pretrain | CV Dice | IoU | HD95 (px) | pseudo images | steps | "
+             "train minutes |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         mix = "✓" if r["schedule"] in ("mix", "pretrain-mix") else "×"
         pre = "✓" if r["schedule"] in ("pretrain", "pretrain-mix") else "×"
         lines.append(f"| ✓ | {mix} | {pre} | {r['dice']:.4f} | {r['iou']:.4f} | {r['hd95']:.2f} | {r['n_pseudo']} | "
-                     f"{r['minutes']:.1f} |")
+                     f"{r['steps']} | {r['train_minutes']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -202,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
                 ts.pseudo_label(scen, teacher=teacher, folds=folds, overwrite=True)
             timings["pseudo_label_min"] = round((time.time() - tp) / 60, 2)
             quality = pseudo_quality(scen, hidden)
-        row = {"schedule": sched, "name": name, **r["rounds"][-1], "minutes": (time.time() - t0) / 60}
+        row = {"schedule": sched, "name": name, **r["rounds"][-1], "minutes": (time.time() - t0) / 60,
+               **train_effort(scen / "train" / r["tag"])}
         results.append(row)
         print(f"{name}: Dice {row['dice']:.4f} IoU {row['iou']:.4f} HD95 {row['hd95']:.2f}", flush=True)
     pseudo_info = read_json(scen / "pseudo" / "pseudo.json") if (scen / "pseudo" / "pseudo.json").is_file() else {}

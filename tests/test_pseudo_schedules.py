@@ -10,8 +10,8 @@ import pytest
 
 from toothseg.config import build_config
 from toothseg.errors import ConfigError, InputError
-from toothseg.pseudo.schedules import (cv_metrics, plan, pseudo_items, read_folds, retrain, stage_budget,
-                                       student_tag)
+from toothseg.pseudo.schedules import (balance, cv_metrics, plan, pseudo_items, read_folds, retrain,
+                                       stage_budget, student_tag)
 from toothseg.rundir import RunDir
 
 
@@ -37,6 +37,15 @@ def test_two_stage_budget_split_keeps_total_budget() -> None:
     assert single["max_time"] == "00:05:00" and single["max_steps"] == 100
     cfg.pseudo.pretrain_share = 0.0  # each stage its own full budget
     assert stage_budget(cfg, pre, 2)["max_time"] == "00:10:00"
+
+
+def test_balance_repeats_labelled_items_to_the_wanted_share() -> None:
+    lab, pseudo = ["l1", "l2"], [f"p{i}" for i in range(9)]
+    out = balance(lab, pseudo, 0.5)
+    assert len(out) == 10 and out[:2] == lab  # 5 whole copies: 10 labelled vs 9 pseudo
+    assert balance(lab, pseudo, 0.0) == lab
+    assert balance(lab, [], 0.5) == lab
+    assert balance(lab * 10, pseudo, 0.5) == lab * 10  # already the majority: never dropped
 
 
 def test_student_tags() -> None:
@@ -159,13 +168,16 @@ def test_each_schedule_trains_students_validated_on_labelled_only(taught_run: Pa
     tag_dir = taught_run / "train" / row["tag"]
     info = json.loads((tag_dir / "model.json").read_text())
     assert info["schedule"] == schedule and info["soft"] is soft and info["teacher"].endswith("-labelled")
-    stages = [json.loads(p.read_text()) for p in sorted(tag_dir.rglob("stage.json"))]
-    assert {s["pseudo"] for s in stages} == {True}  # every schedule here uses pseudo-labels somewhere
+    paths = [tag_dir / "pretrain" / "fold0" / "stage.json", tag_dir / "fold0" / "stage.json"]
+    stages = [json.loads(p.read_text()) for p in paths if p.is_file()]
+    expected = {"pretrain": [True, False], "pretrain-mix": [True, True], "mix": [True]}[schedule]
+    assert [s["pseudo"] for s in stages] == expected
+    assert all(s["n_val"] == 6 for s in stages)  # every stage is validated on fold 0's labelled images
     if "pretrain" in schedule:
         assert (tag_dir / "pretrain" / "fold0" / "best.ckpt").is_file()
         fine = json.loads((tag_dir / "fold0" / "stage.json").read_text())
         assert fine["init"].endswith("pretrain/fold0/best.ckpt")
-        assert fine["n_train"] == (6 + 4 if schedule == "pretrain-mix" else 6)
+        assert fine["n_train"] == 6 + 4 if schedule == "pretrain-mix" else fine["n_train"] == 6  # 6 >= 4: no copies
     with (tag_dir / "fold0" / "oof.csv").open(newline="") as f:
         keys = {r["key"] for r in csv.DictReader(f)}
     assert keys == set(json.loads((taught_run / "folds.json").read_text())["0"]["val"])
