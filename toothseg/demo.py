@@ -55,8 +55,8 @@ def demo(out: str | Path | None = None, labelled: int = 48, unlabelled: int = 24
     t = time.perf_counter()
     checked = check([data])
     lap("check", t)
-    if checked.n_errors:
-        raise ToothsegError(f"{data}: the synthetic dataset failed its own check ({checked.n_errors} errors)")
+    if not checked.ok:
+        raise ToothsegError(f"{data}: the synthetic dataset failed its own check ({len(checked.errors)} errors)")
 
     t = time.perf_counter()
     run_dir = root / "run"

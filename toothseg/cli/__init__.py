@@ -36,8 +36,24 @@ def _register_all() -> None:
 _register_all()
 
 
+def _quiet_third_party() -> None:
+    """Keep the terminal for toothseg's own progress: Lightning's banners and advice are noise to our users."""
+    import logging
+    import warnings
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                 "lightning.pytorch.accelerators.cuda", "lightning.fabric.utilities.seed",
+                 "lightning.pytorch.trainer.connectors.checkpoint_connector"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in (r"Checkpoint directory .* exists and is not empty", r".*does not have many workers.*",
+                    r"The number of training batches .* is smaller than the logging interval",
+                    r".*`weights_only` was not set.*"):
+        warnings.filterwarnings("ignore", message=pattern)
+
+
 def main() -> None:
     """Entry point: user errors print one line and exit 2; no traceback for bad input."""
+    _quiet_third_party()
     try:
         app()
     except ToothsegError as exc:
