@@ -154,8 +154,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
         "model": {"name": "unet", "encoder": "tu-tf_efficientnetv2_b0", "decoder_channels": [32, 16, 16, 8, 8],
                   "extra": {"encoder_depth": 5}},
+        # few steps from scratch: a high learning rate matters most (synthetic 2-fold, 72 steps: lr 3e-4 OOF Dice
+        # 0.24, 2e-3 0.83, 5e-3 0.88)
         "train": {"scales": [(128, 256)], "epochs": 2, "batch_size": 4, "num_workers": 0, "augment": "light",
-                  "warmup_epochs": 0.0},
+                  "warmup_epochs": 0.0, "lr": 4e-3},
         "pseudo": {"pretrain_epochs": 1},
         "predict": {"tta": ["hflip"], "batch_size": 4},
     },

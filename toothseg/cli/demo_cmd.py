@@ -24,12 +24,20 @@ def register(app: typer.Typer) -> None:
 
         s = demo(out, labelled=labelled, unlabelled=unlabelled, test=test, preset=preset, seed=seed,
                  overrides=set_)
+        p = s["pipeline"]
+        prep = p.get("prepare") if isinstance(p.get("prepare"), dict) else {}
         typer.echo("")
         typer.echo("toothseg demo: summary")
-        for k, v in s["pipeline"].items() if isinstance(s["pipeline"], dict) else []:
-            if isinstance(v, (str, int, float)):
-                typer.echo(f"  {k}: {v}")
-        typer.echo(f"  held-out test Dice: {s['test_dice']:.3f}")
+        typer.echo(f"  data: {s['synth']['labelled']} labelled + {s['synth']['unlabelled']} unlabelled synthetic "
+                   f"X-rays, {s['synth']['duplicate_groups']} injected duplicate groups")
+        if prep:
+            typer.echo(f"  curation: {prep.get('groups')} duplicate groups found ({prep.get('images_in_groups')} images), "
+                       f"{prep.get('groups_conflicting')} with conflicting labels")
+        for tag, info in (p.get("train") or {}).get("models", {}).items():
+            typer.echo(f"  trained {tag}: folds {info['folds']}, CV Dice {info['cv_dice']:.3f}")
+        for r in (p.get("pseudo") or {}).get("rounds", []):
+            typer.echo(f"  student {r['tag']}: {r['n_pseudo']} pseudo-labels, CV Dice {r['dice']:.3f}")
+        typer.echo(f"  held-out test Dice (fused bundle, {s['predicted']} images): {s['test_dice']:.3f}")
         typer.echo(f"  time: {s['total_s']:.0f} s  ({', '.join(f'{k} {v:.0f}s' for k, v in s['timings_s'].items())})")
         typer.echo(f"  run folder: {s['root']}")
         typer.echo(f"  report: {s['report']}")
