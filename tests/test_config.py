@@ -19,7 +19,8 @@ def test_presets_validate(preset: str) -> None:
 def test_recipe_matches_the_writeup() -> None:
     cfg = build_config("recipe")
     assert "efficientnetv2" in cfg.model.encoder
-    assert set(map(tuple, cfg.train.scales)) == {(640, 1280), (1024, 1024)}
+    assert [tuple(s) for s in cfg.model.scales] == [(640, 1280)]
+    assert cfg.models[0].name.startswith("sam-vit") and [tuple(s) for s in cfg.models[0].scales] == [(1024, 1024)]
     assert cfg.train.lr == 3e-4
     assert cfg.train.loss.bce > 0 and cfg.train.loss.dice > 0 and cfg.train.loss.lovasz > 0
 
@@ -43,6 +44,8 @@ def test_roundtrip(tmp_path) -> None:
     "overrides, needle",
     [
         (["train.scales=[[300, 640]]"], "multiples of 32"),
+        (["model.scales=[[320, 650]]"], "multiples of 32"),
+        (["train.scales=[]"], "at least one"),
         (["train.epochs=0"], "train.epochs"),
         (["curate.policy=keep-best"], "curate.policy"),
         (["train.max_time=30min"], "HH:MM:SS"),

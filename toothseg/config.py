@@ -16,6 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from toothseg.errors import ConfigError
 
 
+def _check_scales(v: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    if not v:
+        raise ValueError("give at least one (height, width) scale, e.g. [[320, 640]]")
+    for h, w in v:
+        if h % 32 or w % 32 or h <= 0 or w <= 0:
+            raise ValueError(f"scale {h}x{w}: both sides must be positive multiples of 32 (e.g. 320x640)")
+    return v
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -38,6 +47,13 @@ class ModelConfig(_Section):
     weights: str | None = Field(None, description="local weights file, 'cache' (offline timm/HF cache) or None")
     decoder_channels: list[int] | None = None
     extra: dict[str, Any] = Field(default_factory=dict, description="architecture-specific keyword arguments")
+    scales: list[tuple[int, int]] | None = Field(None, description="this model's own (height, width) training "
+                                                 "scales; None = train.scales (recipe: SAM at 1024x1024)")
+
+    @field_validator("scales")
+    @classmethod
+    def _model_scales(cls, v: list[tuple[int, int]] | None) -> list[tuple[int, int]] | None:
+        return None if v is None else _check_scales(v)
 
 
 class LossConfig(_Section):
@@ -78,10 +94,7 @@ class TrainConfig(_Section):
     @field_validator("scales")
     @classmethod
     def _multiple_of_32(cls, v: list[tuple[int, int]]) -> list[tuple[int, int]]:
-        for h, w in v:
-            if h % 32 or w % 32 or h <= 0 or w <= 0:
-                raise ValueError(f"scale {h}x{w}: both sides must be positive multiples of 32 (e.g. 320x640)")
-        return v
+        return _check_scales(v)
 
     @field_validator("max_time")
     @classmethod
@@ -133,9 +146,11 @@ class Config(BaseModel):
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # The write-up's configuration, for GPUs: EfficientNetV2 UNet at 640x1280 and 1024x1024, mixup, all three losses.
+    # The write-up's configuration, for GPUs: EfficientNetV2 UNet at 640x1280 + SAM-ViT at 1024x1024, mixup, all losses.
+    # The SAM-ViT member starts from the official SAM weights when given (model weights: sam_vit_b_01ec64.pth in YAML).
     "recipe": {
-        "model": {"name": "unet", "encoder": "tu-tf_efficientnetv2_s"},
+        "model": {"name": "unet", "encoder": "tu-tf_efficientnetv2_s", "scales": [(640, 1280)]},
+        "models": [{"name": "sam-vit-b", "scales": [(1024, 1024)], "extra": {"grad_checkpoint": True}}],
         "train": {"scales": [(640, 1280), (1024, 1024)], "epochs": 100, "batch_size": 8, "mixup_p": 0.3,
                   "precision": "16-mixed", "num_workers": 8, "augment": "strong"},
         "predict": {"tta": ["hflip"]},

@@ -76,6 +76,11 @@ def create_model(cfg: ModelConfig, load_weights: bool = True) -> nn.Module:
     return model
 
 
+def uses_encoder(cfg: ModelConfig) -> bool:
+    """True for smp architectures, whose ``model.encoder`` matters; registered families bring their own."""
+    return cfg.name.lower() in _SMP_ARCHS
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

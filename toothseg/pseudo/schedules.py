@@ -263,7 +263,7 @@ def retrain(run: str | Path, schedule: str | None = None, rounds: int | None = N
     if base is None:  # labelled-only: named after the model, no teacher needed
         from toothseg.train.engine import model_tag
 
-        base = model_tag(cfg.model, cfg.train.scales[0])
+        base = model_tag(cfg.model, (cfg.model.scales or cfg.train.scales)[0])
     n_rounds = cfg.pseudo.rounds if uses_pseudo else 1
     current_teacher = base
     summary: dict[str, Any] = {"schedule": cfg.pseudo.schedule, "soft": cfg.pseudo.soft, "folds": fold_ids,
@@ -282,7 +282,7 @@ def retrain(run: str | Path, schedule: str | None = None, rounds: int | None = N
             val = labelled_items(rd, fold_map[k]["val"])
             fold_dirs.append(_fit_stages(cfg, stages, lab, val, p_items, tag_dir, k, max_time, resume))
         cv = cv_metrics(fold_dirs)
-        write_model_json(tag_dir, tag, cfg.model, cfg.train.scales[0], cfg.train.resize, extra={
+        write_model_json(tag_dir, tag, cfg.model, (cfg.model.scales or cfg.train.scales)[0], cfg.train.resize, extra={
             "schedule": cfg.pseudo.schedule, "soft": cfg.pseudo.soft, "round": r,
             "teacher": current_teacher if uses_pseudo else None, "pseudo_dir": str(pdir) if uses_pseudo else None,
             "n_pseudo": len(p_items), "pretrain_share": cfg.pseudo.pretrain_share})

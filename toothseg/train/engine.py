@@ -1,6 +1,7 @@
 """`toothseg train RUN`: k-fold training of every configured model at every scale, OOF scoring, hard mining.
 
-For each model in ``[cfg.model] + cfg.models`` and each scale in ``cfg.train.scales`` (one *tag*,
+For each model in ``[cfg.model] + cfg.models`` and each of its scales (``model.scales`` or else
+``cfg.train.scales``; one *tag*,
 ``<arch>-<encoder>-<h>x<w>``) and each requested fold k, writes ``RUN/train/<tag>/fold<k>/`` (best/last
 checkpoints, metrics.csv, oof.csv, oof/) and then ``RUN/train/<tag>/model.json`` with the CV means over the folds
 trained so far. Hard mining (``train.hard_fraction`` > 0 and ``train.hard_repeat`` > 0) runs once every fold of
@@ -36,9 +37,14 @@ HARD_LR_SHARE = 0.3  # ... at 30% of the peak learning rate, no warm-up: it star
 
 
 def model_tag(mcfg: ModelConfig, scale: tuple[int, int]) -> str:
-    """``<arch>-<encoder>-<h>x<w>``, e.g. ``unet-tu-tf_efficientnetv2_b0-320x640``."""
-    enc = mcfg.encoder.replace("/", "_")
-    return f"{mcfg.name.lower()}-{enc}-{int(scale[0])}x{int(scale[1])}"
+    """``<arch>-<encoder>-<h>x<w>``, e.g. ``unet-tu-tf_efficientnetv2_b0-320x640``; families that ignore
+    ``model.encoder`` (SAM-ViT) are named ``<name>-<h>x<w>``."""
+    from toothseg.models.factory import uses_encoder
+
+    size = f"{int(scale[0])}x{int(scale[1])}"
+    if not uses_encoder(mcfg):
+        return f"{mcfg.name.lower()}-{size}"
+    return f"{mcfg.name.lower()}-{mcfg.encoder.replace('/', '_')}-{size}"
 
 
 # -- config ----------------------------------------------------------------------------------------------------
@@ -248,7 +254,7 @@ def train(run: str | Path, fold: int | str = "all", preset: str | None = None, m
         save_config(cfg, rd.config)
     out: dict = {"run": str(rd.root), "models": {}}
     for mcfg in [cfg.model] + list(cfg.models):
-        for scale in cfg.train.scales:
+        for scale in mcfg.scales or cfg.train.scales:  # a model's own scales (recipe: SAM at 1024) win
             info = train_tag(cfg, rd, mcfg, tuple(scale), fold_ids, folds, items, resume, overwrite)
             if info:
                 out["models"][info["tag"]] = info

@@ -115,7 +115,7 @@ def fit_model(cfg: Config, train_items: list[TrainItem], val_items: list[TrainIt
               epochs: int | None = None, *, model_cfg: ModelConfig | None = None,
               scale: tuple[int, int] | None = None, overwrite: bool = False,
               callbacks: list[L.Callback] | None = None) -> FitResult:
-    """Train ``model_cfg`` (default ``cfg.model``) at ``scale`` (default the first of ``cfg.train.scales``).
+    """Train ``model_cfg`` (default ``cfg.model``) at ``scale`` (default its first own scale, else of ``train.scales``).
 
     Writes ``out_dir/{best,last}.ckpt``, ``metrics.csv`` and ``fit.json``. ``best`` is chosen by val Dice (at
     network resolution); with no ``val_items`` it is the last state. ``resume`` continues from ``last.ckpt``
@@ -126,7 +126,7 @@ def fit_model(cfg: Config, train_items: list[TrainItem], val_items: list[TrainIt
     out_dir = Path(out_dir)
     tcfg = cfg.train
     mcfg = model_cfg or cfg.model
-    size = tuple(scale or tcfg.scales[0])
+    size = tuple(scale or (mcfg.scales or tcfg.scales)[0])
     if size[0] % 32 or size[1] % 32:
         raise ConfigError(f"scale {size[0]}x{size[1]}: both sides must be multiples of 32 (e.g. 320x640)")
     n_epochs = int(epochs or tcfg.epochs)
