@@ -69,6 +69,16 @@ def test_splits_final_names_are_cases(prepared: Path, tmp_path: Path) -> None:
     assert splits == read_json(prepared / "splits_final.json")
 
 
+def test_split_comes_from_folds_json_when_the_run_predates_splits_final(prepared: Path, tmp_path: Path) -> None:
+    import shutil
+
+    old = tmp_path / "old_run"
+    shutil.copytree(prepared, old)
+    (old / "splits_final.json").unlink()
+    out = export_nnunet_raw(old, tmp_path / "raw", dataset_id=9)
+    assert json.loads((out / "splits_final.json").read_text()) == read_json(prepared / "splits_final.json")
+
+
 def test_subset_keys_filter_the_split(prepared: Path, tmp_path: Path) -> None:
     folds = read_json(prepared / "folds.json")
     keep = folds["0"]["train"][:3] + folds["0"]["val"][:2]

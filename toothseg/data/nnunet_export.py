@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from toothseg.curate.folds import nnunet_splits
 from toothseg.data.io import read_image, read_mask, write_png
 from toothseg.data.layout import Sample, read_index
 from toothseg.errors import ToothsegError
@@ -91,10 +92,9 @@ def export_nnunet_raw(run: str | Path, raw_root: str | Path, dataset_id: int = 5
         "description": "exported by toothseg from a prepared run (curated, duplicates resolved)",
     }, indent=2))
     (out / CASES_FILE).write_text(json.dumps(cases, indent=1, sort_keys=True))
-    if rd.splits_final.is_file():
-        splits = read_json(rd.splits_final)
-        splits = [{part: [c for c in f[part] if c in cases] for part in ("train", "val")} for f in splits]
-        (out / "splits_final.json").write_text(json.dumps(splits, indent=1))
+    # Derived from folds.json (the split's source of truth) so runs prepared before splits_final.json existed work.
+    splits = [{part: [c for c in f[part] if c in cases] for part in ("train", "val")} for f in nnunet_splits(folds)]
+    (out / "splits_final.json").write_text(json.dumps(splits, indent=1))
     return out
 
 
