@@ -39,11 +39,19 @@ ROWS = [("labelled", "Labelled only"), ("pretrain", "+ pseudo pretrain"), ("mix"
         ("pretrain-mix", "pretrain, then mix")]
 
 
-def keep_fraction(folds: dict, curation: dict, fraction: float, seed: int) -> set[str]:
-    """Labelled keys that keep their masks: FRACTION of each fold's validation keys, whole duplicate groups at a time."""
+def keep_fraction(folds: dict, curation: dict, fraction: float, seed: int, full_val: int | None = None) -> set[str]:
+    """Labelled keys that keep their masks: FRACTION of each fold's validation keys, whole duplicate groups at a time.
+
+    ``full_val``: that fold's validation keys all keep their masks, so its model (trained on FRACTION of its training
+    images) is scored on the same complete validation set as fully supervised systems, and no validation image enters
+    the unlabelled pool.
+    """
     rng = random.Random(seed)
     kept: set[str] = set()
     for k in sorted(folds, key=int):
+        if full_val is not None and int(k) == full_val:
+            kept.update(folds[k]["val"])
+            continue
         groups: dict[str, list[str]] = defaultdict(list)
         for key in folds[k]["val"]:
             g = curation.get(key, {}).get("group")
@@ -60,7 +68,8 @@ def keep_fraction(folds: dict, curation: dict, fraction: float, seed: int) -> se
     return kept
 
 
-def make_scenario(full: Path, out: Path, fraction: float, seed: int, overrides: dict) -> dict:
+def make_scenario(full: Path, out: Path, fraction: float, seed: int, overrides: dict,
+                  full_val: int | None = None) -> dict:
     """Copy the prepared run with only the kept labels; returns {hidden key: real mask path}."""
     if out.exists():
         shutil.rmtree(out)
@@ -68,7 +77,7 @@ def make_scenario(full: Path, out: Path, fraction: float, seed: int, overrides: 
     folds = read_json(full / "folds.json")
     cur = read_json(full / "curation.json")
     items = cur["items"]
-    kept = keep_fraction(folds, items, fraction, seed)
+    kept = keep_fraction(folds, items, fraction, seed, full_val)
     samples = read_index(full / "samples.csv")
     hidden = {s.key: str(s.mask_path) for s in samples if s.labelled and s.key not in kept}
     # hidden images that are copies of a kept labelled image reuse its real label (as prepare would do)
@@ -96,7 +105,8 @@ def make_scenario(full: Path, out: Path, fraction: float, seed: int, overrides: 
                  for k, v in folds.items()}
     write_json(out / "folds.json", new_folds)
     cur["items"] = items
-    cur["scenario"] = {"fraction": fraction, "seed": seed, "kept": len(kept), "hidden": len(hidden)}
+    cur["scenario"] = {"fraction": fraction, "seed": seed, "full_val": full_val, "kept": len(kept),
+                       "hidden": len(hidden)}
     write_json(out / "curation.json", cur)
     cfg = load_config(full / "config.yaml")
     for dotted, value in overrides.items():
@@ -175,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--folds", default="all", help="folds to train, e.g. 0 or 0,1 (budget knob)")
     ap.add_argument("--rows", default=",".join(r for r, _ in ROWS), help="schedules to run")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--full-val-fold", type=int, default=None, metavar="K",
+                    help="fold K keeps ALL its validation labels (compare with fully supervised systems on the "
+                    "same images; use with --folds K)")
     ap.add_argument("--table", type=Path, required=True, help="markdown table to write (e.g. bench/ssl_l25.md)")
     ap.add_argument("--reuse-prepare", action="store_true", help="reuse WORK/full and, for the same fraction and "
                     "seed, WORK/scenario with its finished rows (continue an interrupted ablation)")
@@ -185,12 +198,14 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(None)
     if not (args.reuse_prepare and (full / "folds.json").is_file()):
         ts.prepare([*args.data, *args.unlabelled], out=full, preset=args.preset, overrides=args.set, overwrite=True)
-    same = (scen / "curation.json").is_file() and read_json(scen / "curation.json").get("scenario", {}).get(
-        "fraction") == args.fraction and read_json(scen / "curation.json")["scenario"].get("seed") == args.seed
+    prev = read_json(scen / "curation.json").get("scenario", {}) if (scen / "curation.json").is_file() else {}
+    same = (prev.get("fraction"), prev.get("seed"), prev.get("full_val")) == (args.fraction, args.seed,
+                                                                              args.full_val_fold)
     if args.reuse_prepare and same:  # continue an interrupted ablation: finished rows are reused
         hidden = read_json(scen / "hidden_truth.json")
     else:
-        hidden = make_scenario(full, scen, args.fraction, args.seed, {"pseudo.pretrain_share": args.pretrain_share})
+        hidden = make_scenario(full, scen, args.fraction, args.seed, {"pseudo.pretrain_share": args.pretrain_share},
+                               args.full_val_fold)
     folds = None if args.folds == "all" else [int(x) for x in args.folds.split(",")]
     cfg = load_config(scen / "config.yaml")
     fold_map = read_json(scen / "folds.json")
@@ -220,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"fraction": args.fraction, "n_labelled": sum(len(fold_map[k]["val"]) for k in fold_map),
             "n_unlabelled_pool": pseudo_info.get("n_images"), "n_selected": pseudo_info.get("n_selected"),
             "preset": args.preset, "scale": "x".join(map(str, cfg.train.scales[0])), "folds": ",".join(use),
-            "max_time": args.max_time, "pretrain_share": args.pretrain_share,
+            "max_time": args.max_time, "pretrain_share": args.pretrain_share, "full_val_fold": args.full_val_fold,
             "n_val": sum(len(fold_map[k]["val"]) for k in use), "overrides": args.set, "seed": args.seed,
             "confidence": pseudo_info.get("confidence"), "select": pseudo_info.get("select"),
             "select_value": pseudo_info.get("select_value"), "total_minutes": round((time.time() - t_all) / 60, 1),

@@ -108,3 +108,18 @@ def test_cli_exit_codes(bundle_dir: Path, inputs: Path, tmp_path: Path) -> None:
     badfold = runner.invoke(app, ["predict", str(bundle_dir), str(inputs / "a.png"), "--out", str(tmp_path / "o4"),
                                   "--folds", "x"])
     assert badfold.exit_code == 2
+
+
+def test_postprocess_overrides_reach_the_masks(bundle_dir: Path, inputs: Path, tmp_path: Path) -> None:
+    tuned = json.loads((bundle_dir / "bundle.json").read_text())["postprocess"]
+    assert tuned["min_component"] > 0  # the fake run plants specks that tuning removes
+    a = predict(bundle_dir, [str(inputs / "a.png")], tmp_path / "tuned", folds=[0], threads=1, overlay=False)
+    b = predict(bundle_dir, [str(inputs / "a.png")], tmp_path / "raw", folds=[0], threads=1, overlay=False,
+                min_component=0, fill_holes=False)
+    assert a["n_ok"] == b["n_ok"] == 1
+    rec_a = json.loads((tmp_path / "tuned" / "json" / "a.json").read_text())
+    rec_b = json.loads((tmp_path / "raw" / "json" / "a.json").read_text())
+    assert rec_a["postprocess"] == tuned
+    assert rec_b["postprocess"] == {"min_component": 0, "fill_holes": False}
+    with pytest.raises(ToothsegError, match="min_component"):
+        predict(bundle_dir, [str(inputs / "a.png")], tmp_path / "bad", min_component=-1)

@@ -92,3 +92,18 @@ def test_single_tag_without_oof_keeps_defaults(tmp_path: Path) -> None:
     assert meta["threshold"] == 0.5 and meta["oof"] is None
     assert meta["postprocess"] == {"min_component": 0, "fill_holes": False}
     assert meta["members"][0]["weight"] == 1.0
+
+
+def test_run_config_predict_settings_win_over_oof_tuning(bundle_dir: Path, tmp_path: Path) -> None:
+    from toothseg.config import load_config, save_config
+
+    run = make_run(tmp_path / "fixed")
+    cfg = load_config(run / "config.yaml")
+    cfg.predict.threshold, cfg.predict.min_component = 0.6, 0
+    save_config(cfg, run / "config.yaml")
+    meta = json.loads((build_bundle(run) / "bundle.json").read_text())
+    assert meta["threshold"] == 0.6 and meta["postprocess"]["min_component"] == 0
+    assert meta["fixed_by_config"] == {"threshold": 0.6, "min_component": 0}
+    tuned = json.loads((bundle_dir / "bundle.json").read_text())  # same fake run, config untouched
+    assert tuned["fixed_by_config"] == {} and tuned["postprocess"]["min_component"] > 0
+    assert meta["postprocess"]["fill_holes"] == tuned["postprocess"]["fill_holes"]  # not fixed: still tuned

@@ -127,8 +127,9 @@ class PseudoConfig(_Section):
 class PredictConfig(_Section):
     tta: list[str] = Field(default_factory=lambda: ["hflip"])
     threshold: float | None = Field(None, ge=0, le=1, description="None: the OOF-tuned threshold of the bundle")
-    min_component: int = Field(0, ge=0)
-    fill_holes: bool = False
+    min_component: int | None = Field(None, ge=0, description="drop tooth blobs under this many pixels; None: the "
+                                      "bundle's OOF-tuned choice")
+    fill_holes: bool | None = Field(None, description="fill holes inside teeth; None: the bundle's OOF-tuned choice")
     batch_size: int = Field(2, ge=1)
 
 

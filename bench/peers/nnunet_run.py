@@ -35,10 +35,8 @@ import os
 import platform
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -46,6 +44,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from eval_set import make_eval_set  # noqa: E402
+from measure import run_measured  # noqa: E402
 
 from toothseg.data.layout import discover, read_index  # noqa: E402
 from toothseg.data.nnunet_export import (CASES_FILE, export_nnunet_images, export_nnunet_raw,  # noqa: E402
@@ -61,82 +60,6 @@ def hms(text: str) -> float:
     while len(parts) < 3:
         parts.insert(0, 0.0)
     return parts[0] * 3600 + parts[1] * 60 + parts[2]
-
-
-# ------------------------------------------------------------------ processes and memory
-
-def _tree_pss_kb(root: int) -> int:
-    """Sum of PSS (shared pages split between their users, so forked workers are not double-counted) over ``root``
-    and its descendants, from /proc."""
-    children: dict[int, list[int]] = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                stat = f.read()
-            children.setdefault(int(stat[stat.rindex(")") + 2:].split()[1]), []).append(int(d))
-        except (OSError, ValueError, IndexError):
-            continue
-    total, todo = 0, [root]
-    while todo:
-        p = todo.pop()
-        try:
-            with open(f"/proc/{p}/smaps_rollup") as f:
-                total += next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
-        except (OSError, StopIteration, ValueError):
-            pass
-        todo.extend(children.get(p, []))
-    return total
-
-
-def run_measured(cmd: list[str], env: dict, log: Path, timeout: float | None = None,
-                 first_marker: str | None = None) -> dict:
-    """Run ``cmd`` under GNU time in its own process group; kill the group at ``timeout``. Returns wall time, exit
-    code, whether it was killed, GNU time's max RSS (largest single process), the peak process-tree PSS, and the
-    time ``first_marker`` first appeared in the output (start-up and model loading before the first case)."""
-    tfile = log.with_suffix(".time")
-    full = ["/usr/bin/time", "-v", "-o", str(tfile)] + cmd if Path("/usr/bin/time").exists() else cmd
-    log.parent.mkdir(parents=True, exist_ok=True)
-    print("+", " ".join(cmd), flush=True)
-    t0 = time.perf_counter()
-    with log.open("w") as lf:
-        proc = subprocess.Popen(full, env=dict(env, PYTHONUNBUFFERED="1"), stdout=lf, stderr=subprocess.STDOUT, start_new_session=True)
-        peak = [0]
-        first = [None]
-        stop = threading.Event()
-
-        def poll() -> None:
-            while not stop.is_set():
-                peak[0] = max(peak[0], _tree_pss_kb(proc.pid))
-                if first_marker and first[0] is None and first_marker in log.read_text(errors="replace"):
-                    first[0] = time.perf_counter() - t0
-                stop.wait(0.2)
-
-        th = threading.Thread(target=poll, daemon=True)
-        th.start()
-        killed = False
-        try:
-            rc = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            killed = True
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                rc = proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                rc = proc.wait()
-        stop.set()
-        th.join()
-    wall = time.perf_counter() - t0
-    max_rss = None
-    if tfile.is_file():
-        m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", tfile.read_text())
-        max_rss = int(m.group(1)) if m else None
-    return {"cmd": " ".join(cmd), "wall_s": round(wall, 1), "rc": rc, "killed_at_budget": killed,
-            "max_rss_gib": round(max_rss / 2**20, 2) if max_rss else None,
-            "tree_peak_pss_gib": round(peak[0] / 2**20, 2), "first_marker_s": first[0] and round(first[0], 1),
-            "log": str(log)}
 
 
 def check(res: dict, what: str) -> None:
@@ -214,7 +137,7 @@ class Bench:
         env = dict(self.env, NNUNET_ITERS=str(self.a.iters), NNUNET_VAL_ITERS=str(self.a.val_iters))
         res = run_measured([self.nn("nnUNetv2_train"), str(self.a.dataset_id), "2d", str(self.a.fold),
                             "-tr", self.a.trainer, "-device", "cpu"], env, self.work / "logs" / "train.log",
-                           timeout=timeout)
+                           timeout=timeout, interval=5.0, sample_pss=False)
         check(res, "nnUNetv2_train")
         logs = sorted(self.fold_dir.glob("training_log_*.txt"))
         text = logs[-1].read_text() if logs else ""
@@ -259,7 +182,8 @@ class Bench:
         out = self.results.setdefault("predict", {})
         for name, (ss, gt) in self._sets().items():
             inp = export_nnunet_images(ss, self.work / "inputs" / name, overwrite=True)
-            for mode in ("tta", "notta"):
+            modes = (self.a.modes if name.startswith("val-") else self.a.cross_modes).split(",")
+            for mode in modes:
                 pred = self.work / "pred_raw" / f"{name}_{mode}"
                 if pred.exists():
                     shutil.rmtree(pred)
@@ -352,6 +276,9 @@ def main() -> None:
     ap.add_argument("--np", type=int, default=2, help="processes for nnU-Net preprocessing")
     ap.add_argument("--cross", nargs="*", default=[], help="other dataset folders to predict and score")
     ap.add_argument("--max-images", type=int, default=None, help="predict at most N images per set (smoke runs)")
+    ap.add_argument("--modes", default="tta,notta", help="predict fold K's validation images with mirroring TTA "
+                    "(nnU-Net's default) and/or without")
+    ap.add_argument("--cross-modes", default="tta,notta", help="the same for each --cross dataset")
     ap.add_argument("--stages", default=",".join(STAGES))
     ap.add_argument("--toothseg", default=shutil.which("toothseg") or "toothseg")
     a = ap.parse_args()

@@ -27,6 +27,9 @@ def register(app: typer.Typer) -> None:
         folds: Optional[str] = typer.Option(None, help="use only these folds, e.g. 0 or 0,2 (faster); default all"),
         tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="test-time augmentation (default: bundle's)"),
         threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="override the OOF-tuned threshold"),
+        min_component: Optional[int] = typer.Option(None, min=0, help="drop blobs under N pixels (default: bundle's)"),
+        fill_holes: Optional[bool] = typer.Option(None, "--fill-holes/--no-fill-holes",
+                                                  help="fill holes in teeth (default: bundle's)"),
         save_prob: bool = typer.Option(False, "--save-prob", help="also write probability maps (x255 PNG)"),
         overlay: bool = typer.Option(True, "--overlay/--no-overlay", help="write overlay PNGs"),
         overwrite: bool = typer.Option(False, "--overwrite", help="redo images whose outputs exist"),
@@ -40,7 +43,7 @@ def register(app: typer.Typer) -> None:
 
         setup_logging()
         s = predict(bundle, inputs, out, engine=engine, folds=_folds(folds), tta=tta, threshold=threshold,
-                    save_prob=save_prob, overlay=overlay, overwrite=overwrite, batch_size=batch_size,
+                    min_component=min_component, fill_holes=fill_holes, save_prob=save_prob, overlay=overlay, overwrite=overwrite, batch_size=batch_size,
                     workers=workers, threads=threads)
         typer.echo(f"{s['n_ok']} predicted, {s['n_skipped']} skipped (outputs exist), {s['n_failed']} failed "
                    f"in {s['seconds']:.1f} s ({s['images_per_s'] or 0:.2f} images/s, {s['n_members']} member(s), "

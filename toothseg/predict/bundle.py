@@ -343,10 +343,19 @@ def build_bundle(run: str | Path, out: Path | None = None, zip: bool = False) ->
         m["weight"] = round(weights[m["tag"]] / n_folds[m["tag"]], 8)
     cfg = None
     tta = ["hflip"]
+    threshold = tuned["threshold"] if tuned else 0.5
+    post = dict(tuned["postprocess"]) if tuned else {"min_component": 0, "fill_holes": False}
+    fixed: dict = {}  # the run config's explicit predict settings win over the OOF-tuned ones
     if rd.config.is_file():
         c = rd.load_config()
         cfg = c.model_dump(mode="json")
         tta = list(c.predict.tta)
+        if c.predict.threshold is not None:
+            threshold = fixed["threshold"] = float(c.predict.threshold)
+        for k in ("min_component", "fill_holes"):
+            v = getattr(c.predict, k)
+            if v is not None:
+                post[k] = fixed[k] = v
     meta = {
         "format": BUNDLE_FORMAT,
         "format_version": BUNDLE_VERSION,
@@ -358,8 +367,9 @@ def build_bundle(run: str | Path, out: Path | None = None, zip: bool = False) ->
         "tags": {t["tag"]: {"folds": [f for f, _ in t["folds"]], "cv_dice": t["info"].get("cv_dice"),
                             "weight": weights[t["tag"]]} for t in tags},
         "fusion": {"tag_weights": weights, **fusion_info},
-        "threshold": tuned["threshold"] if tuned else 0.5,
-        "postprocess": tuned["postprocess"] if tuned else {"min_component": 0, "fill_holes": False},
+        "threshold": threshold,
+        "postprocess": post,
+        "fixed_by_config": fixed,
         "tta": tta,
         "oof": tuned["oof"] if tuned else None,
         "data": _data_summary(rd),

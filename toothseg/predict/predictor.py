@@ -205,11 +205,12 @@ class _Progress:
 
 def predict(bundle: str | Path, inputs: list[str], out: str | Path, engine: str = "torch",
             folds: list[int] | None = None, tta: bool | None = None, threshold: float | None = None,
-            save_prob: bool = False, overlay: bool = True, overwrite: bool = False, batch_size: int | None = None,
+            min_component: int | None = None, fill_holes: bool | None = None, save_prob: bool = False, overlay: bool = True, overwrite: bool = False, batch_size: int | None = None,
             workers: int | None = None, threads: int | None = None) -> dict:
     """Segment every image in ``inputs`` (files, folders, globs) into ``out``; returns a summary with failures.
 
     Images whose outputs already exist are skipped unless ``overwrite``; bad files are reported and skipped.
+    ``threshold``, ``min_component`` and ``fill_holes`` override the bundle's OOF-tuned choices (None: keep them).
     """
     t0 = time.perf_counter()
     b = load_bundle(bundle)
@@ -222,7 +223,11 @@ def predict(bundle: str | Path, inputs: list[str], out: str | Path, engine: str 
     if bs < 1:
         raise ConfigError(f"batch size {bs} must be >= 1")
     n_workers = int(workers) if workers else min(4, cpu_threads())
-    predictor = Predictor(b, engine=engine, folds=folds, tta=tta, threshold=threshold, threads=threads)
+    if min_component is not None and min_component < 0:
+        raise ConfigError(f"min_component {min_component} must be >= 0 (pixels)")
+    post = {k: v for k, v in (("min_component", min_component), ("fill_holes", fill_holes)) if v is not None}
+    predictor = Predictor(b, engine=engine, folds=folds, tta=tta, threshold=threshold, postprocess=post or None,
+                          threads=threads)
     load_s = time.perf_counter() - t0
     out = Path(out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
