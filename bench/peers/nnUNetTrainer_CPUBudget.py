@@ -54,13 +54,24 @@ class nnUNetTrainer_CPUBudget(nnUNetTrainer):
         self.logger.log('lrs', lr, self.current_epoch)
 
     def run_training(self):
+        """Epochs as nnUNetTrainer runs them, but the budget is checked after every iteration: an epoch of ~7 CPU
+        minutes (10 iterations at ~40 s) is cut short rather than skipped, so the run uses its whole budget (an
+        earlier epoch-granular rule left 7 of 30 minutes unused)."""
         self.on_train_start()
-        epochs_done = 0
+        epochs_done, iters_done, stop = 0, 0, False
         for epoch in range(self.current_epoch, self.num_epochs):
             self.on_epoch_start()
             self.on_train_epoch_start()
-            train_outputs = [self.train_step(next(self.dataloader_train))
-                             for _ in range(self.num_iterations_per_epoch)]
+            train_outputs = []
+            for _ in range(self.num_iterations_per_epoch):
+                train_outputs.append(self.train_step(next(self.dataloader_train)))
+                iters_done += 1
+                elapsed = time() - self._t0
+                # one more iteration, plus this epoch's validation (~ the same cost per batch), must fit
+                per_iter = elapsed / iters_done
+                if elapsed + per_iter * (1 + self.num_val_iterations_per_epoch) > self.budget_s:
+                    stop = True
+                    break
             self.on_train_epoch_end(train_outputs)
             with torch.no_grad():
                 self.on_validation_epoch_start()
@@ -69,10 +80,9 @@ class nnUNetTrainer_CPUBudget(nnUNetTrainer):
                 self.on_validation_epoch_end(val_outputs)
             self.on_epoch_end()
             epochs_done += 1
-            elapsed = time() - self._t0
-            if elapsed + elapsed / epochs_done > self.budget_s:
-                self.print_to_log_file(f"budget reached after {epochs_done} epochs "
-                                       f"({epochs_done * self.num_iterations_per_epoch} iterations, {elapsed:.0f} s)")
+            if stop:
+                self.print_to_log_file(f"budget reached after {epochs_done} epochs ({iters_done} iterations, "
+                                       f"{time() - self._t0:.0f} s)")
                 break
         self.on_train_end()
 

@@ -146,10 +146,12 @@ class Bench:
                      if (self.fold_dir / c).is_file()), None)
         iters = self.a.iters if self.a.trainer == "nnUNetTrainer_CPUBudget" else 250
         dice = re.findall(r"Pseudo dice \[([^\]]*)\]", text)
+        cut = re.search(r"budget reached after \d+ epochs \((\d+) iterations", text)
+        n_iters = int(cut.group(1)) if cut else epochs * iters
         self.results["train"] = {**res, "trainer": self.a.trainer, "budget_s": budget, "epochs_completed": epochs,
-                                 "iterations_completed": epochs * iters, "checkpoint": ckpt,
+                                 "iterations_completed": n_iters, "checkpoint": ckpt,
                                  "last_pseudo_dice": _floats(dice[-1]) if dice else None, "fold_dir": str(self.fold_dir)}
-        print(f"trained {epochs} epochs ({epochs * iters} iterations) in {res['wall_s']} s; checkpoint: {ckpt}")
+        print(f"trained {epochs} epochs ({n_iters} iterations) in {res['wall_s']} s; checkpoint: {ckpt}")
         if ckpt is None:
             print("NO CHECKPOINT after the budget: nnU-Net finished no epoch; nothing to predict with",
                   file=sys.stderr)

@@ -13,7 +13,8 @@ BUDGET_MIN=${BUDGET_MIN:-30}
 HMS=$(printf '%02d:%02d:00' $((BUDGET_MIN / 60)) $((BUDGET_MIN % 60)))
 HALF=$(printf '%02d:%02d:00' $((BUDGET_MIN / 2 / 60)) $((BUDGET_MIN / 2 % 60)))
 EVAL=$W/evalsets/fold0
-SETS=(--set "val-tufts=$EVAL/tufts" --set "cross-ufba425=$DATA/ufba425")
+UFBA=$W/evalsets/ufba425        # every 3rd ufba425 image (109 of 325, every category): nnU-Net's TTA costs seconds each
+SETS=(--set "val-tufts=$EVAL/tufts" --set "cross-ufba425=$UFBA")
 STEPS=("$@"); [ ${#STEPS[@]} -eq 0 ] && STEPS=(prepare nnunet toothseg smp ssl table)
 say() { echo "== $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg): $*"; }
 
@@ -21,11 +22,12 @@ for step in "${STEPS[@]}"; do case $step in
 prepare)
   say prepare
   [ -f "$RUN/folds.json" ] || toothseg prepare "$DATA/tufts" --out "$RUN" --preset cpu
-  python3 bench/peers/eval_set.py "$RUN" --fold 0 --out "$EVAL" ;;
+  python3 bench/peers/eval_set.py "$RUN" --fold 0 --out "$EVAL"
+  python3 bench/peers/subset.py "$DATA/ufba425" --every 3 --out "$UFBA" ;;
 nnunet)
   say "nnU-Net v2 2d, $HMS"
   [ -x /tmp/nnunet-venv/bin/nnUNetv2_train ] || bench/peers/nnunet_setup.sh /tmp/nnunet-venv
-  python3 bench/peers/nnunet_run.py "$RUN" --work "$W/nnunet" --budget "$HMS" --cross "$DATA/ufba425" ;;
+  python3 bench/peers/nnunet_run.py "$RUN" --work "$W/nnunet" --budget "$HMS" --cross "$UFBA" --cross-modes tta ;;
 toothseg)
   say "toothseg cpu preset, $HMS"
   [ -f "$RUN/bundle/bundle.json" ] || toothseg train "$RUN" --fold 0 --preset cpu --max-time "$HMS"
