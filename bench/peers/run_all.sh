@@ -15,8 +15,6 @@ HALF=$(printf '%02d:%02d:00' $((BUDGET_MIN / 2 / 60)) $((BUDGET_MIN / 2 % 60)))
 EVAL=$W/evalsets/fold0
 UFBA=$W/evalsets/ufba425        # every 3rd ufba425 image (109 of 325, every category): nnU-Net's TTA costs seconds each
 SETS=(--set "val-tufts=$EVAL/tufts" --set "cross-ufba425=$UFBA")
-# the fastest-settings and semi-supervised rows predict the validation set only unless FULL_CROSS=1 (CPU time)
-if [ "${FULL_CROSS:-0}" = 1 ]; then VAL_SET=("${SETS[@]}"); else VAL_SET=(--set "val-tufts=$EVAL/tufts"); fi
 STEPS=("$@"); [ ${#STEPS[@]} -eq 0 ] && STEPS=(prepare nnunet toothseg smp ssl table)
 say() { echo "== $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg): $*"; }
 
@@ -38,7 +36,7 @@ toothseg)
     -- toothseg predict "$RUN/bundle" {images} --out {out} --no-overlay
   [ -d "$RUN/bundle/onnx" ] || toothseg export "$RUN/bundle" --format onnx
   # fastest: ONNX Runtime, no TTA (same threshold and post-processing)
-  python3 bench/peers/system_run.py --name toothseg-cpu-fastest --work "$W/systems" "${VAL_SET[@]}" \
+  python3 bench/peers/system_run.py --name toothseg-cpu-fastest --work "$W/systems" "${SETS[@]}" \
     -- toothseg predict "$RUN/bundle" {images} --out {out} --no-overlay --no-tta --engine onnxruntime ;;
 smp)
   say "plain smp U-Net, $BUDGET_MIN min"
@@ -59,7 +57,7 @@ ssl)
   # the bundle `toothseg run` would ship: teacher and student fused with OOF-tuned weights
   [ -f "$W/ssl/scenario/bundle/bundle.json" ] || \
     python3 -c "import sys; from toothseg.predict.bundle import build_bundle; build_bundle(sys.argv[1])" "$W/ssl/scenario"
-  python3 bench/peers/system_run.py --name toothseg-ssl-l25 --work "$W/systems" "${VAL_SET[@]}" \
+  python3 bench/peers/system_run.py --name toothseg-ssl-l25 --work "$W/systems" "${SETS[@]}" \
     -- toothseg predict "$W/ssl/scenario/bundle" {images} --out {out} --no-overlay ;;
 table)
   python3 bench/peers/system_run.py --work "$W/systems" --nnunet "$W/nnunet/results.json" --table "$W/table.md" ;;
