@@ -54,7 +54,8 @@ def run_measured(cmd: list[str], env: dict, log: Path, timeout: float | None = N
     print("+", " ".join(cmd), flush=True)
     t0 = time.perf_counter()
     with log.open("w") as lf:
-        proc = subprocess.Popen(full, env=dict(env, PYTHONUNBUFFERED="1"), stdout=lf, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(full, env=dict(env, PYTHONUNBUFFERED="1"), stdout=lf, stderr=subprocess.STDOUT,
+                                start_new_session=True)
         peak = [0]
         first = [None]
         stop = threading.Event()
@@ -89,7 +90,8 @@ def run_measured(cmd: list[str], env: dict, log: Path, timeout: float | None = N
         max_rss = int(m.group(1)) if m else None
     return {"cmd": " ".join(cmd), "wall_s": round(wall, 1), "rc": rc, "killed_at_budget": killed,
             "max_rss_gib": round(max_rss / 2**20, 2) if max_rss else None,
-            "tree_peak_pss_gib": round(peak[0] / 2**20, 2) if sample_pss else None, "first_marker_s": first[0] and round(first[0], 1),
+            "tree_peak_pss_gib": round(peak[0] / 2**20, 2) if sample_pss else None,
+            "first_marker_s": first[0] and round(first[0], 1),
             "log": str(log)}
 
 

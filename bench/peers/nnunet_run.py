@@ -45,6 +45,7 @@ sys.path.insert(0, str(HERE))
 
 from eval_set import make_eval_set  # noqa: E402
 from measure import run_measured  # noqa: E402
+from system_run import score  # noqa: E402
 
 from toothseg.data.layout import discover, read_index  # noqa: E402
 from toothseg.data.nnunet_export import (CASES_FILE, export_nnunet_images, export_nnunet_raw,  # noqa: E402
@@ -213,13 +214,7 @@ class Bench:
             if pred.exists():
                 shutil.rmtree(pred)
             rename_predictions(p["pred_raw"], Path(p["inputs"]) / CASES_FILE, pred)
-            ev = self.work / "eval" / key
-            cmd = [self.a.toothseg, "evaluate", str(pred), p["gt"], "--out", str(ev), "--overwrite"]
-            print("+", " ".join(cmd), flush=True)
-            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-            s = json.loads((ev / "summary.json").read_text())
-            out[key] = {"summary": str(ev / "summary.json"), "n": s.get("n_images"), "missing": len(s.get("missing", [])),
-                        **{m: _mean(s, m) for m in ("dice", "iou", "hd95", "nsd")}}
+            out[key] = score(pred, Path(p["gt"]), self.work / "eval" / key, self.a.toothseg)
             print(key, {m: out[key][m] for m in ("n", "missing", "dice", "iou", "hd95", "nsd")})
         self._markdown()
 
@@ -239,17 +234,6 @@ class Bench:
                          f"{_f(e['iou'])} | {_f(e['hd95'], 1)} | {_f(e['nsd'])} | {p['images_per_s']} "
                          f"({p.get('images_per_s_after_load')}) | {p['tree_peak_pss_gib']} / {p['max_rss_gib']} |")
         (self.work / "results.md").write_text("\n".join(lines) + "\n")
-
-
-def _mean(summary: dict, metric: str):
-    """Mean of a metric in toothseg's summary.json (``overall`` / ``metrics`` layouts tolerated)."""
-    for path in (("overall", metric, "mean"), ("metrics", metric, "mean"), (metric, "mean")):
-        v = summary
-        for k in path:
-            v = v.get(k) if isinstance(v, dict) else None
-        if isinstance(v, (int, float)):
-            return v
-    return None
 
 
 def _floats(text: str) -> list[float]:

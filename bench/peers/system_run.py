@@ -31,9 +31,18 @@ from measure import run_measured  # noqa: E402
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm"}
 
 
-def mean_of(summary: dict, metric: str) -> float | None:
-    v = summary.get("metrics", {}).get(metric, {})
-    return v.get("mean") if isinstance(v, dict) else None
+METRICS = ("dice", "iou", "hd95", "nsd")
+
+
+def score(pred: Path, gt: Path, out: Path, toothseg: str = "toothseg") -> dict:
+    """``toothseg evaluate PRED GT --out OUT``; returns the summary's path, image counts and metric means."""
+    cmd = [toothseg, "evaluate", str(pred), str(gt), "--out", str(out), "--overwrite"]
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    s = json.loads((out / "summary.json").read_text())
+    means = {m: (s.get("metrics", {}).get(m) or {}).get("mean") for m in METRICS}
+    return {"summary": str(out / "summary.json"), "n": s.get("n_images"), "missing": len(s.get("missing", [])),
+            **means}
 
 
 def run_system(name: str, work: Path, sets: dict[str, Path], cmd: list[str], toothseg: str = "toothseg") -> dict:
@@ -51,13 +60,8 @@ def run_system(name: str, work: Path, sets: dict[str, Path], cmd: list[str], too
         m = run_measured(full, dict(os.environ), root / set_name / "predict.log")
         if m["rc"] != 0:
             raise SystemExit(f"{name} on {set_name}: exit {m['rc']}, see {m['log']}")
-        ev = root / set_name / "eval"
-        subprocess.run([toothseg, "evaluate", str(out), str(data), "--out", str(ev), "--overwrite"], check=True,
-                       stdout=subprocess.DEVNULL)
-        s = json.loads((ev / "summary.json").read_text())
         res["sets"][set_name] = {**m, "images": n, "images_per_s": round(n / m["wall_s"], 3),
-                                 "scored": s.get("n_images"), "missing": len(s.get("missing", [])),
-                                 **{k: mean_of(s, k) for k in ("dice", "iou", "hd95", "nsd")}}
+                                 **score(out, data, root / set_name / "eval", toothseg)}
         print(f"{name} {set_name}: {n} images in {m['wall_s']} s ({res['sets'][set_name]['images_per_s']} img/s, "
               f"peak {m['tree_peak_pss_gib']} GiB) Dice {res['sets'][set_name]['dice']}", flush=True)
     res["finished"] = dt.datetime.now().isoformat(timespec="seconds")
@@ -82,12 +86,11 @@ def table(work: Path, nnunet: list[Path]) -> str:
             p = r["predict"][key]
             set_name, mode = key.rsplit("_", 1)
             rows.append((set_name, f"nnU-Net v2 2d ({'mirror TTA' if mode == 'tta' else 'no TTA'})",
-                         {**e, **{k: p[k] for k in ("images", "images_per_s", "tree_peak_pss_gib", "max_rss_gib")},
-                          "scored": e["n"]}))
+                         {**e, **{k: p[k] for k in ("images", "images_per_s", "tree_peak_pss_gib", "max_rss_gib")}}))
     lines = ["| set | system | n | Dice | IoU | HD95 px | NSD@2px | images/s | peak GiB (tree PSS / largest RSS) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for set_name, system, e in sorted(rows, key=lambda r: (r[0], -(r[2].get("dice") or 0))):
-        lines.append(f"| {set_name} | {system} | {e['scored']} | {_f(e['dice'])} | {_f(e['iou'])} | "
+        lines.append(f"| {set_name} | {system} | {e['n']} | {_f(e['dice'])} | {_f(e['iou'])} | "
                      f"{_f(e['hd95'], 1)} | {_f(e['nsd'])} | {e['images_per_s']} | "
                      f"{e['tree_peak_pss_gib']} / {e['max_rss_gib']} |")
     return "\n".join(lines) + "\n"

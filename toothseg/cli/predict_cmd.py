@@ -43,8 +43,8 @@ def register(app: typer.Typer) -> None:
 
         setup_logging()
         s = predict(bundle, inputs, out, engine=engine, folds=_folds(folds), tta=tta, threshold=threshold,
-                    min_component=min_component, fill_holes=fill_holes, save_prob=save_prob, overlay=overlay, overwrite=overwrite, batch_size=batch_size,
-                    workers=workers, threads=threads)
+                    min_component=min_component, fill_holes=fill_holes, save_prob=save_prob, overlay=overlay,
+                    overwrite=overwrite, batch_size=batch_size, workers=workers, threads=threads)
         typer.echo(f"{s['n_ok']} predicted, {s['n_skipped']} skipped (outputs exist), {s['n_failed']} failed "
                    f"in {s['seconds']:.1f} s ({s['images_per_s'] or 0:.2f} images/s, {s['n_members']} member(s), "
                    f"{s['engine']}, threshold {s['threshold']:.2f}) -> {s['out']}")

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import cv2
-import numpy as np
 
 import toothseg
 from toothseg.errors import InputError, ToothsegError

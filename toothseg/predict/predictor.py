@@ -107,6 +107,8 @@ class Predictor:
         if not 0.0 <= thr <= 1.0:
             raise ConfigError(f"threshold {thr} must be in [0, 1]")
         pp = {**self.defaults["postprocess"], **(postprocess or {})}
+        if int(pp.get("min_component", 0)) < 0:
+            raise ConfigError(f"min_component {pp['min_component']} must be >= 0 (pixels)")
         if _validate_only:
             return self
         self.tta: TTA = tta_cfg
@@ -205,8 +207,9 @@ class _Progress:
 
 def predict(bundle: str | Path, inputs: list[str], out: str | Path, engine: str = "torch",
             folds: list[int] | None = None, tta: bool | None = None, threshold: float | None = None,
-            min_component: int | None = None, fill_holes: bool | None = None, save_prob: bool = False, overlay: bool = True, overwrite: bool = False, batch_size: int | None = None,
-            workers: int | None = None, threads: int | None = None) -> dict:
+            min_component: int | None = None, fill_holes: bool | None = None, save_prob: bool = False,
+            overlay: bool = True, overwrite: bool = False, batch_size: int | None = None, workers: int | None = None,
+            threads: int | None = None) -> dict:
     """Segment every image in ``inputs`` (files, folders, globs) into ``out``; returns a summary with failures.
 
     Images whose outputs already exist are skipped unless ``overwrite``; bad files are reported and skipped.
@@ -223,8 +226,6 @@ def predict(bundle: str | Path, inputs: list[str], out: str | Path, engine: str 
     if bs < 1:
         raise ConfigError(f"batch size {bs} must be >= 1")
     n_workers = int(workers) if workers else min(4, cpu_threads())
-    if min_component is not None and min_component < 0:
-        raise ConfigError(f"min_component {min_component} must be >= 0 (pixels)")
     post = {k: v for k, v in (("min_component", min_component), ("fill_holes", fill_holes)) if v is not None}
     predictor = Predictor(b, engine=engine, folds=folds, tta=tta, threshold=threshold, postprocess=post or None,
                           threads=threads)
