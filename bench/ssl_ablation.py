@@ -25,7 +25,6 @@ import random
 import shutil
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,9 @@ from toothseg.config import load_config
 from toothseg.data.io import read_mask
 from toothseg.data.layout import read_index
 from toothseg.rundir import open_run, read_json, setup_logging, write_json
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from label_hiding import group_units, take_units, train_effort  # noqa: E402
 
 ROWS = [("labelled", "Labelled only"), ("pretrain", "+ pseudo pretrain"), ("mix", "+ real/pseudo mix"),
         ("pretrain-mix", "pretrain, then mix")]
@@ -52,19 +54,10 @@ def keep_fraction(folds: dict, curation: dict, fraction: float, seed: int, full_
         if full_val is not None and int(k) == full_val:
             kept.update(folds[k]["val"])
             continue
-        groups: dict[str, list[str]] = defaultdict(list)
-        for key in folds[k]["val"]:
-            g = curation.get(key, {}).get("group")
-            groups[f"g{g}" if g is not None else f"k{key}"].append(key)
-        order = sorted(groups)
+        units = group_units(folds[k]["val"], curation)
+        order = sorted(units)
         rng.shuffle(order)
-        target = max(1, round(fraction * len(folds[k]["val"])))
-        n = 0
-        for g in order:
-            if n >= target:
-                break
-            kept.update(groups[g])
-            n += len(groups[g])
+        kept.update(take_units(units, order, max(1, round(fraction * len(folds[k]["val"])))))
     return kept
 
 
@@ -141,16 +134,6 @@ def pseudo_quality(run: Path, hidden: dict[str, str]) -> dict:
     return {"spearman": rho, "n_images": len(truth), "true_dice_mean": float(np.mean(list(truth.values()))),
             "true_dice_selected": float(np.mean(sel.get(True, [np.nan]))),
             "true_dice_rejected": float(np.mean(sel.get(False, [np.nan])))}
-
-
-def train_effort(tag_dir: Path) -> dict:
-    """Optimizer steps and training seconds actually spent (all stages and folds), from each stage's fit.json.
-
-    A wall-clock budget on a shared machine buys different numbers of steps from row to row; the table shows both.
-    """
-    fits = [read_json(p) for p in tag_dir.rglob("fit.json")]
-    return {"steps": sum(int(f.get("global_step", 0)) for f in fits),
-            "train_minutes": sum(float(f.get("seconds", 0.0)) for f in fits) / 60}
 
 
 def table(rows: list[dict], meta: dict) -> str:
