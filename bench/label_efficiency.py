@@ -113,9 +113,9 @@ def score_test(run: Path, ckpt: Path, items: list, out: Path, resume: bool) -> l
     csv_path = out / "oof.csv"
     if resume and csv_path.is_file() and csv_path.stat().st_mtime >= ckpt.stat().st_mtime:
         return read_oof_csv(csv_path)
-    rows = score_fold(open_run(run).load_config(), ckpt, items, out)
+    score_fold(open_run(run).load_config(), ckpt, items, out)
     shutil.rmtree(out / "oof", ignore_errors=True)  # the probability maps are not needed, and large
-    return [{k: r[k] for k in ("key", *METRICS)} for r in rows]
+    return read_oof_csv(csv_path)  # as stored, so a resumed run reports the very same numbers
 
 
 def paired_difference(arm: dict[str, list[dict]], ref: dict[str, list[dict]], metric: str, n_boot: int = 10000,
@@ -263,11 +263,12 @@ def _prepared(run: Path) -> bool:
 
 
 def carve_test_split(work: Path, args: argparse.Namespace) -> tuple[dict, list[Sample], dict, list[str]]:
-    """Curate everything once and carve the test split (or reuse both); returns (split, samples, items, rest)."""
+    """Curate --data and --unlabelled together (so unlabelled copies of test images are found and left out too) and
+    carve the test split, or reuse both; returns (split, samples, curation items, the other eligible keys in order)."""
     import toothseg.api as ts
 
     cur = work / "curate"
-    if not (args.resume and _prepared(cur)):
+    if not (args.resume and _prepared(cur)):  # only its groups are used: the fewest folds prepare accepts
         ts.prepare([*args.data, *args.unlabelled], out=cur, preset=args.preset, overrides=args.set, n_folds=2,
                    overwrite=True)
     samples = read_index(cur / "samples.csv")
