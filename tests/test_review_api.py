@@ -201,3 +201,42 @@ def test_prepare_takes_the_reviewed_folder_as_a_source(tmp_path: Path) -> None:
     assert s["labelled"] == 8
     keys = {x.key: x for x in read_index(tmp_path / "run2" / "samples.csv")}
     assert keys["reviewed/u0"].labelled and keys["reviewed/u1"].mask_path.name == "u1.png"
+
+
+def test_oversized_upload_is_413(served, monkeypatch: pytest.MonkeyPatch) -> None:
+    import toothseg.review.app as app_mod
+
+    root, session, _ = served
+    monkeypatch.setattr(app_mod, "MAX_UPLOAD", 100)
+    client = TestClient(app_mod.create_app(session))
+    r = client.post("/api/items/u0/accept", content=b"\x89PNG\r\n\x1a\n" + b"0" * 200)
+    assert r.status_code == 413 and not (root / "reviewed" / "masks").exists()
+
+
+def test_a_predict_output_folder_can_be_reviewed(tmp_path: Path) -> None:
+    wl = make_review_set(tmp_path, n=2)
+    pred = tmp_path / "preds"
+    (pred / "masks").mkdir(parents=True)
+    rows = ["stem,input,status,height,width,tooth_area_px,tooth_area_fraction,n_components,mean_confidence,error"]
+    for i in range(2):
+        src = tmp_path / "data" / "synth" / "unlabelled" / f"u{i}.png"
+        (pred / "masks" / f"u{i}.png").write_bytes((wl.parent / "worklist.pred" / "synth" / f"u{i}.png").read_bytes())
+        rows.append(f"u{i},{src},ok,{SHAPE[0]},{SHAPE[1]},1,0.1,1,0.9,")
+    rows.append("bad,/nowhere/bad.png,failed,,,,,,,unreadable")
+    (pred / "summary.csv").write_text("\n".join(rows) + "\n")
+    client = TestClient(create_app(open_session(pred, user="t")))
+    assert [it["id"] for it in client.get("/api/items").json()["items"]] == ["u0", "u1"]
+    assert client.post("/api/items/u1/accept", content=png(np.full(SHAPE, 255, np.uint8))).status_code == 200
+    assert cv2.imread(str(pred / "reviewed" / "masks" / "u1.png"), cv2.IMREAD_GRAYSCALE).all()
+
+
+def test_cli_review_reports_a_missing_source(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from toothseg.cli import app
+    from toothseg.errors import ConfigError
+
+    res = CliRunner().invoke(app, ["review", str(tmp_path / "nope")])
+    assert isinstance(res.exception, InputError) and "not found" in str(res.exception)
+    res = CliRunner().invoke(app, ["review", str(make_review_set(tmp_path)), "--port", "0"])
+    assert isinstance(res.exception, ConfigError)
