@@ -35,7 +35,10 @@ def review(source: str | Path, port: int = 8765, host: str = "127.0.0.1", out: s
     log.info("review: %d images; accepted masks go to %s (a toothseg dataset: images/ + masks/)",
              len(session.order), session.out)
     log.info("review: open %s in a browser (Ctrl+C stops the server)", url)
-    uvicorn.run(create_app(session), host=host, port=int(port), log_level="warning")
+    try:
+        uvicorn.run(create_app(session), host=host, port=int(port), log_level="warning")
+    except KeyboardInterrupt:  # Ctrl+C is how a review ends; every decision is already on disk
+        pass
     counts: dict[str, int] = {}
     for rec in session.state.values():
         counts[rec["decision"]] = counts.get(rec["decision"], 0) + 1
