@@ -31,4 +31,4 @@ def register(app: typer.Typer) -> None:
                     use_labelled=use_labelled, threads=threads)
         typer.echo(f"{s['picked']} of {s['scored']} unlabelled images suggested ({s['copies']} near-duplicates "
                    f"counted once, {len(s['failed'])} failed) in {s['seconds']:.0f} s -> {s['csv']}")
-        typer.echo(f"review them: toothseg review {run}" if out is None else f"review them: toothseg review {s['json']}")
+        typer.echo(f"review them: toothseg review {run if out is None else s['json']}")

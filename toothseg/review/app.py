@@ -94,7 +94,8 @@ def create_app(session: Session) -> Starlette:
                     return _error(413, f"upload of {len(body)} bytes is over the {MAX_UPLOAD} byte limit")
                 rec = await run_in_threadpool(session.accept, item_id, body)
             else:
-                rec = await run_in_threadpool(session.decide, item_id, {"reject": "rejected", "skip": "skipped"}[action])
+                decision = {"reject": "rejected", "skip": "skipped"}[action]
+                rec = await run_in_threadpool(session.decide, item_id, decision)
         except BadUpload as exc:
             return _error(400, f"{item_id}: {exc}")
         except ToothsegError as exc:
