@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,18 @@ def _check_name(name: str, origin: Path) -> str:
     return name
 
 
+def _scores(d: dict) -> dict[str, float]:
+    out = {}
+    for k in SCORE_FIELDS:
+        try:
+            v = float(d.get(k))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(v):  # the page's JSON cannot carry NaN
+            out[k] = v
+    return out
+
+
 def _unique(items: list[dict], origin: Path) -> list[Item]:
     names = [d["image_id"] for d in items]
     out, seen = [], set()
@@ -48,7 +61,7 @@ def _unique(items: list[dict], origin: Path) -> list[Item]:
         seen.add(name)
         out.append(Item(id=name, key=d["key"], name=name, image_path=Path(d["image_path"]),
                         prediction=Path(d["prediction"]) if d.get("prediction") else None,
-                        scores={k: float(d[k]) for k in SCORE_FIELDS if d.get(k) not in (None, "")},
+                        scores=_scores(d),
                         reason=str(d.get("reason", ""))))
     return out
 
