@@ -22,6 +22,8 @@ def test_demo_runs_every_stage_and_refuses_to_overwrite(tmp_path) -> None:
         assert (run / f).is_file(), f
     assert len(list((out / "predictions" / "masks").glob("*.png"))) == 3
     assert (run / "pseudo" / "scores.csv").is_file()
+    assert (run / "suggest" / "worklist.csv").is_file()
+    assert f"toothseg review {run}" in res.output
     bundle = json.loads((run / "bundle" / "bundle.json").read_text())
     assert 0.0 < bundle["threshold"] < 1.0
     # a second demo into the same folder must not touch the first

@@ -22,6 +22,8 @@ _FUNCTIONS = {
     "export": "toothseg.predict.export:export",
     "evaluate": "toothseg.evaluate.evaluate:evaluate",
     "report": "toothseg.evaluate.report:report",
+    "suggest": "toothseg.suggest.suggest:suggest",
+    "review": "toothseg.review.server:review",
     "demo": "toothseg.demo:demo",
 }
 

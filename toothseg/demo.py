@@ -41,6 +41,7 @@ def demo(out: str | Path | None = None, labelled: int = 48, unlabelled: int = 24
     from toothseg.evaluate.report import report
     from toothseg.pipeline import run as run_pipeline
     from toothseg.predict.predictor import predict
+    from toothseg.suggest.suggest import suggest
 
     log = setup_logging()
     t0 = time.perf_counter()
@@ -82,6 +83,12 @@ def demo(out: str | Path | None = None, labelled: int = 48, unlabelled: int = 24
     html = report(run_dir)
     lap("report", t)
 
+    worklist = None
+    if unlabelled:
+        t = time.perf_counter()
+        worklist = suggest(run_dir, n=min(10, unlabelled))
+        lap("suggest", t)
+
     summary = {
         "root": str(root),
         "synth": synth_summary,
@@ -89,6 +96,8 @@ def demo(out: str | Path | None = None, labelled: int = 48, unlabelled: int = 24
         "predicted": pred.get("n_ok", pred.get("ok")),
         "test_dice": ev["metrics"]["dice"]["mean"],
         "report": str(html),
+        "worklist": worklist["csv"] if worklist else None,
+        "review_command": f"toothseg review {run_dir}" if worklist else None,
         "timings_s": timings,
         "total_s": round(time.perf_counter() - t0, 1),
     }

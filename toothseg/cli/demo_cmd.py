@@ -41,3 +41,6 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"  time: {s['total_s']:.0f} s  ({', '.join(f'{k} {v:.0f}s' for k, v in s['timings_s'].items())})")
         typer.echo(f"  run folder: {s['root']}")
         typer.echo(f"  report: {s['report']}")
+        if s.get("review_command"):
+            typer.echo(f"  labelling worklist: {s['worklist']}")
+            typer.echo(f"  check and correct its masks in a browser: {s['review_command']}")

@@ -1,0 +1,330 @@
+"""Does labelling the 50 X-rays `toothseg suggest` picks teach the model more than 50 random ones?
+
+    python bench/active_learning.py --data /work/shared/data/tufts --work /tmp/al --preset cpu \
+        --max-time 00:30:00 --seeds 0,1,2 --threads 2 --tag tufts-cpu
+
+1. `toothseg prepare DATA` once (WORK/full): duplicate groups and group-aware folds.
+2. A held-out TEST split is carved first, whole duplicate groups at a time (``--test-fraction``, split seed fixed);
+   it is never used for any choice, only scored at the end. Unlabelled copies of test images are left out too.
+3. Per seed: ``--label-fraction`` of the remaining labelled images (whole groups) keep their masks (run ``base``);
+   the rest form the pool, with masks hidden. ``base`` trains on its labels (``--train-folds`` of its folds).
+4. ``toothseg suggest base --n N`` picks N pool images; the control picks N at random from the same candidates
+   (seeded). Their real masks stand in for the human.
+5. Each arm (``suggest``, ``random``) is the base run plus its N picks in the training set of every fold: same
+   folds, same validation images, same config, seed, initial weights and budget; retrained from scratch.
+6. `toothseg predict` + `toothseg evaluate` score base and both arms on TEST; the comparison is paired per image
+   and per seed (mean Dice difference, bootstrap CI, Wilcoxon signed-rank test).
+
+Writes bench/active_learning[-TAG].md and .json. Real data never leaves WORK (put it under /tmp); WORK must be new
+unless ``--resume`` (which continues every step where it stopped, including interrupted training).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from toothseg.data.layout import read_index  # noqa: E402
+from toothseg.rundir import read_json, write_json  # noqa: E402
+
+ARMS = ("suggest", "random")
+
+
+# ------------------------------------------------------------------------------------------------ running verbs
+def toothseg(*args: str, log: Path) -> None:
+    """Run one `toothseg` verb of this checkout as a subprocess (its own memory and threads), logging to ``log``."""
+    cmd = [sys.executable, "-c", "from toothseg.cli import main; main()", *map(str, args)]
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    log.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    with log.open("a") as f:
+        f.write(f"$ toothseg {' '.join(map(str, args))}\n")
+        f.flush()
+        rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+    print(f"  toothseg {args[0]} {args[1] if len(args) > 1 else ''} ({time.time() - t0:.0f} s, rc {rc})", flush=True)
+    if rc != 0:
+        raise SystemExit(f"toothseg {args[0]} failed (exit {rc}); see {log}")
+
+
+# ------------------------------------------------------------------------------------------------ splitting
+def groups_of(keys: list[str], items: dict) -> dict[str, list[str]]:
+    """Keys by duplicate group (an ungrouped key is its own group)."""
+    out: dict[str, list[str]] = defaultdict(list)
+    for k in keys:
+        g = items.get(k, {}).get("group")
+        out[f"g{g}" if g is not None else f"k{k}"].append(k)
+    return out
+
+
+def take_groups(keys: list[str], items: dict, fraction: float, seed: int) -> set[str]:
+    """About ``fraction`` of ``keys``, whole duplicate groups at a time, in a seeded random order."""
+    groups = groups_of(keys, items)
+    order = sorted(groups)
+    random.Random(seed).shuffle(order)
+    target = max(1, round(fraction * len(keys)))
+    chosen: set[str] = set()
+    for g in order:
+        if len(chosen) >= target:
+            break
+        chosen.update(groups[g])
+    return chosen
+
+
+def carve_test(full: Path, work: Path, fraction: float, seed: int) -> dict:
+    """The held-out test split (labelled keys) and everything that shares a duplicate group with it."""
+    path = work / "split.json"
+    if path.is_file():
+        return read_json(path)
+    items = read_json(full / "curation.json")["items"]
+    samples = read_index(full / "samples.csv")
+    usable = [s.key for s in samples if s.labelled and items.get(s.key, {}).get("use", "train") == "train"]
+    test = take_groups(usable, items, fraction, seed)
+    test_groups = {items[k].get("group") for k in test if items.get(k, {}).get("group") is not None}
+    tainted = sorted(s.key for s in samples if s.key not in test and items.get(s.key, {}).get("group") in test_groups
+                     and items.get(s.key, {}).get("group") is not None)
+    by_key = {s.key: s for s in samples}
+    tdir = work / "test"
+    for sub in ("images", "masks"):
+        (tdir / sub).mkdir(parents=True, exist_ok=True)
+    for k in sorted(test):  # symlinks, not copies: the real data stays where it is
+        s = by_key[k]
+        for sub, src in (("images", s.image_path), ("masks", s.mask_path)):
+            link = tdir / sub / f"{s.image_id}{Path(src).suffix}"
+            if not link.exists():
+                link.symlink_to(Path(src).resolve())
+    split = {"test": sorted(test), "excluded_copies_of_test": tainted, "seed": seed, "fraction": fraction}
+    write_json(path, split)
+    return split
+
+
+def write_run(full: Path, out: Path, labelled: set[str], extra_train: set[str], unlabelled: set[str]) -> None:
+    """A run folder from WORK/full: ``labelled`` keep their masks and folds (restricted to them), ``extra_train``
+    join every fold's training set with their real masks, ``unlabelled`` are listed without masks."""
+    out.mkdir(parents=True, exist_ok=True)
+    samples = read_index(full / "samples.csv")
+    with (out / "samples.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["key", "source", "image_id", "image_path", "mask_path"])
+        for s in samples:
+            if s.key in labelled or s.key in extra_train:
+                w.writerow([s.key, s.source, s.image_id, s.image_path, s.mask_path])
+            elif s.key in unlabelled:
+                w.writerow([s.key, s.source, s.image_id, s.image_path, ""])
+    folds = read_json(full / "folds.json")
+    extra = sorted(extra_train)
+    write_json(out / "folds.json", {k: {"train": [x for x in v["train"] if x in labelled] + extra,
+                                        "val": [x for x in v["val"] if x in labelled]} for k, v in folds.items()})
+    cur = read_json(full / "curation.json")
+    keep = labelled | extra_train | unlabelled
+    items = {}
+    for k, it in cur["items"].items():
+        if k not in keep:
+            continue
+        use = str(it.get("use", "train"))
+        if use.startswith("label-from:") and use.split(":", 1)[1] not in labelled | extra_train:
+            it = {**it, "use": "train", "reason": "its labelled copy is hidden in this scenario"}
+        items[k] = it
+    cur["items"] = items
+    write_json(out / "curation.json", cur)
+    shutil.copyfile(full / "config.yaml", out / "config.yaml")
+
+
+# ------------------------------------------------------------------------------------------------ stages
+def train_run(run: Path, folds: list[str], budget: list[str], log: Path) -> None:
+    for k in folds:
+        fd_done = any((run / "train").glob(f"*/fold{k}/oof.csv")) if (run / "train").is_dir() else False
+        if fd_done and (run / "bundle" / "bundle.json").is_file():
+            continue
+        resume = any((run / "train").glob(f"*/fold{k}/last.ckpt")) if (run / "train").is_dir() else False
+        toothseg("train", run, "--fold", k, *budget, *(["--resume"] if resume else []), log=log)
+
+
+def score(run: Path, test: Path, threads: int, log: Path) -> dict:
+    pred, ev = run / "test_pred", run / "test_eval"
+    if not (ev / "summary.json").is_file():
+        toothseg("predict", run / "bundle", test / "images", "--out", pred, "--no-overlay", "--threads", threads,
+                 log=log)
+        toothseg("evaluate", pred / "masks", test, "--out", ev, "--overwrite", log=log)
+    with (ev / "metrics.csv").open(newline="") as f:
+        dice = {r["image_id"]: float(r["dice"]) for r in csv.DictReader(f) if r.get("status", "ok") == "ok"}
+    return {"mean_dice": float(np.mean(list(dice.values()))), "dice": dice}
+
+
+def paired(a: dict[str, float], b: dict[str, float], seed: int = 0) -> dict:
+    """Per-image paired comparison of a vs b: mean difference, bootstrap 95% CI, Wilcoxon p, wins."""
+    from scipy.stats import wilcoxon
+
+    keys = sorted(set(a) & set(b))
+    d = np.array([a[k] - b[k] for k in keys])
+    rng = np.random.default_rng(seed)
+    boots = [rng.choice(d, len(d)).mean() for _ in range(2000)] if len(d) else [np.nan]
+    try:
+        p = float(wilcoxon(d).pvalue) if len(d) and np.any(d != 0) else 1.0
+    except ValueError:
+        p = float("nan")
+    return {"n": len(keys), "mean_diff": float(d.mean()) if len(d) else float("nan"),
+            "ci95": [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))], "wilcoxon_p": p,
+            "images_better": int((d > 0).sum()), "images_worse": int((d < 0).sum())}
+
+
+def run_seed(args, full: Path, split: dict, seed: int, test_dir: Path, budget: list[str]) -> dict:
+    work = args.work / f"seed{seed}"
+    log = work / "bench.log"
+    items = read_json(full / "curation.json")["items"]
+    samples = read_index(full / "samples.csv")
+    excluded = set(split["test"]) | set(split["excluded_copies_of_test"])
+    rest = [s.key for s in samples if s.labelled and s.key not in excluded
+            and items.get(s.key, {}).get("use", "train") == "train"]
+    plan_path = work / "plan.json"
+    if plan_path.is_file():
+        plan = read_json(plan_path)
+    else:
+        labelled = take_groups(rest, items, args.label_fraction, seed)
+        plan = {"labelled": sorted(labelled), "pool": sorted(set(rest) - labelled)}
+        write_json(plan_path, plan)
+    labelled, pool = set(plan["labelled"]), set(plan["pool"])
+    print(f"seed {seed}: {len(labelled)} labelled, {len(pool)} in the pool, {len(split['test'])} test", flush=True)
+
+    base = work / "base"
+    if not (base / "samples.csv").is_file():
+        write_run(full, base, labelled, set(), pool)
+    train_run(base, args.train_folds, budget, log)
+
+    picks_path = work / "picks.json"
+    if picks_path.is_file():
+        picks = read_json(picks_path)
+    else:
+        toothseg("suggest", base, "--n", args.n, "--threads", args.threads, log=log)
+        wl = read_json(base / "suggest" / "worklist.json")
+        candidates = sorted({it for it in pool if items.get(it, {}).get("use", "train") == "train"}
+                            - set(wl["skipped"]))
+        picks = {"suggest": [it["key"] for it in wl["items"]],
+                 "random": sorted(random.Random(1000 + seed).sample(candidates, min(args.n, len(candidates)))),
+                 "candidates": len(candidates)}
+        write_json(picks_path, picks)
+
+    out = {"seed": seed, "labelled": len(labelled), "pool": len(pool), "picked": {a: len(picks[a]) for a in ARMS},
+           "overlap": len(set(picks["suggest"]) & set(picks["random"]))}
+    scores = {"base": score(base, test_dir, args.threads, log)}
+    for arm in ARMS:
+        run = work / arm
+        if not (run / "samples.csv").is_file():
+            write_run(full, run, labelled, set(picks[arm]), pool - set(picks[arm]))
+        train_run(run, args.train_folds, budget, log)
+        scores[arm] = score(run, test_dir, args.threads, log)
+    out["test_dice"] = {k: v["mean_dice"] for k, v in scores.items()}
+    out["suggest_vs_random"] = paired(scores["suggest"]["dice"], scores["random"]["dice"], seed)
+    out["suggest_vs_base"] = paired(scores["suggest"]["dice"], scores["base"]["dice"], seed)
+    out["random_vs_base"] = paired(scores["random"]["dice"], scores["base"]["dice"], seed)
+    write_json(work / "result.json", out)
+    return out
+
+
+def table(res: dict) -> str:
+    a = res["args"]
+    lines = [f"# Active learning: `suggest --n {a['n']}` vs {a['n']} random picks", "",
+             f"Data {a['data']}, {res['split']['n_test']} held-out test images (whole duplicate groups), "
+             f"{a['label_fraction']:.0%} of the rest labelled; preset `{a['preset']}`, max time "
+             f"{a['max_time'] or 'preset'} per model, folds {','.join(a['train_folds'])}, "
+             f"extra settings {a['set'] or 'none'}. CPU: {res['cpu']}.", "",
+             "| seed | labelled | pool | base Dice | + random Dice | + suggest Dice | suggest - random (95% CI) "
+             "| images better / worse | Wilcoxon p |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in res["seeds"]:
+        d, p = r["test_dice"], r["suggest_vs_random"]
+        lines.append(f"| {r['seed']} | {r['labelled']} | {r['pool']} | {d['base']:.4f} | {d['random']:.4f} | "
+                     f"{d['suggest']:.4f} | {p['mean_diff']:+.4f} [{p['ci95'][0]:+.4f}, {p['ci95'][1]:+.4f}] | "
+                     f"{p['images_better']} / {p['images_worse']} | {p['wilcoxon_p']:.3g} |")
+    s = res["summary"]
+    lines += ["", f"Over {s['seeds']} seed(s): suggest - random = {s['mean_diff']:+.4f} Dice on average; suggest "
+              f"better in {s['seeds_better']} of {s['seeds']} seed(s).", "",
+              f"Command: `python bench/active_learning.py {res['argv']}`", ""]
+    return "\n".join(lines)
+
+
+def cpu_name() -> str:
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+            if line.startswith("Model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, required=True, help="labelled dataset folder (e.g. .../tufts)")
+    ap.add_argument("--work", type=Path, required=True, help="new work folder (outside the repository)")
+    ap.add_argument("--preset", default="cpu")
+    ap.add_argument("--max-time", default=None, help="wall-clock budget per model HH:MM:SS (default: the preset's)")
+    ap.add_argument("--set", action="append", default=[], help="config override section.key=value (repeatable)")
+    ap.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
+    ap.add_argument("--n", type=int, default=50, help="images picked per arm")
+    ap.add_argument("--label-fraction", type=float, default=0.10)
+    ap.add_argument("--test-fraction", type=float, default=0.20)
+    ap.add_argument("--folds", type=int, default=5, help="CV folds of the curation")
+    ap.add_argument("--train-folds", default="0", help="folds trained per run: 0, 0,1 or all")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads for training and inference")
+    ap.add_argument("--resume", action="store_true", help="continue an interrupted bench in WORK")
+    ap.add_argument("--tag", default="", help="suffix of the bench/ output files")
+    ap.add_argument("--out-dir", type=Path, default=REPO / "bench")
+    args = ap.parse_args(argv)
+    args.work = args.work.expanduser().resolve()
+    if args.work.exists() and any(args.work.iterdir()) and not args.resume:
+        raise SystemExit(f"{args.work}: exists and is not empty; pass --resume to continue it or a new --work")
+    if _inside(args.work, REPO):
+        raise SystemExit(f"{args.work}: the work folder holds real data links; put it outside the repository")
+    args.work.mkdir(parents=True, exist_ok=True)
+    args.train_folds = [str(k) for k in range(args.folds)] if args.train_folds == "all" else \
+        [k.strip() for k in args.train_folds.split(",") if k.strip()]
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    sets = [x for s in args.set for x in ("--set", s)] + ["--set", f"train.threads={args.threads}"]
+    budget = ["--preset", args.preset, *(["--max-time", args.max_time] if args.max_time else []), *sets]
+
+    full = args.work / "full"
+    log = args.work / "bench.log"
+    if not (full / "folds.json").is_file():
+        shutil.rmtree(full, ignore_errors=True)
+        toothseg("prepare", args.data, "--out", full, "--preset", args.preset, "--folds", args.folds, *sets, log=log)
+    split = carve_test(full, args.work, args.test_fraction, seed=12345)
+    results = [run_seed(args, full, split, s, args.work / "test", budget) for s in seeds]
+    diffs = [r["suggest_vs_random"]["mean_diff"] for r in results]
+    res = {"args": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}},
+           "argv": " ".join(sys.argv[1:] if argv is None else argv), "cpu": cpu_name(),
+           "split": {"n_test": len(split["test"]), "excluded_copies": len(split["excluded_copies_of_test"])},
+           "seeds": results,
+           "summary": {"seeds": len(results), "mean_diff": float(np.mean(diffs)),
+                       "seeds_better": int(sum(d > 0 for d in diffs))}}
+    stem = "active_learning" + (f"-{args.tag}" if args.tag else "")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(args.out_dir / f"{stem}.json", res)
+    (args.out_dir / f"{stem}.md").write_text(table(res))
+    print(table(res))
+    return res
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    try:
+        child.resolve().relative_to(parent.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""bench/active_learning.py's splits: a test split of whole duplicate groups, arms that differ only by their picks."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+_SPEC = importlib.util.spec_from_file_location(
+    "active_learning", Path(__file__).resolve().parents[1] / "bench" / "active_learning.py")
+al = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(al)
+
+
+@pytest.fixture()
+def full(tmp_path: Path) -> Path:
+    """A prepared run (as `toothseg prepare` writes it) of 40 labelled images, 2 folds, copies in groups 1 and 2."""
+    run = tmp_path / "full"
+    run.mkdir()
+    keys = [f"d/x{i}" for i in range(40)]
+    with (run / "samples.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["key", "source", "image_id", "image_path", "mask_path"])
+        for k in keys:
+            iid = k.split("/")[1]
+            w.writerow([k, "d", iid, f"/data/images/{iid}.png", f"/data/masks/{iid}.png"])
+        w.writerow(["d/u0", "d", "u0", "/data/unlabelled/u0.png", ""])
+    items = {k: {"group": None, "use": "train"} for k in keys}
+    for k in ("d/x0", "d/x1", "d/x2"):
+        items[k]["group"] = 1
+    for k in ("d/x3", "d/x4"):
+        items[k]["group"] = 2
+    items["d/x5"]["use"] = "drop"
+    items["d/u0"] = {"group": 2, "use": "label-from:d/x3"}
+    (run / "curation.json").write_text(json.dumps({"summary": {}, "items": items}))
+    usable = [k for k in keys if k != "d/x5"]
+    folds = {"0": {"train": usable[1::2], "val": usable[0::2]}, "1": {"train": usable[0::2], "val": usable[1::2]}}
+    (run / "folds.json").write_text(json.dumps(folds))
+    (run / "config.yaml").write_text("seed: 42\n")
+    return run
+
+
+def test_test_split_takes_whole_groups_and_excludes_their_copies(full: Path, tmp_path: Path) -> None:
+    items = json.loads((full / "curation.json").read_text())["items"]
+    for seed in range(6):
+        work = tmp_path / f"w{seed}"
+        split = al.carve_test(full, work, 0.25, seed)
+        test = set(split["test"])
+        assert 9 <= len(test) <= 12 and "d/x5" not in test
+        for g in (1, 2):
+            members = {k for k, v in items.items() if v["group"] == g and v["use"] == "train" and k != "d/u0"}
+            assert members <= test or not members & test  # a group is never split
+        if "d/x3" in test:
+            assert "d/u0" in split["excluded_copies_of_test"]
+        assert len(list((work / "test" / "images").iterdir())) == len(test)
+        assert (work / "test" / "masks" / f"{sorted(test)[0].split('/')[1]}.png").is_symlink()
+    assert al.carve_test(full, tmp_path / "w0", 0.5, 99) == json.loads((tmp_path / "w0" / "split.json").read_text())
+
+
+def test_arms_share_validation_and_differ_only_by_picks(full: Path, tmp_path: Path) -> None:
+    labelled = {f"d/x{i}" for i in range(10, 20)}
+    pool = {f"d/x{i}" for i in range(20, 40)}
+    picks = {"a": {"d/x20", "d/x21"}, "b": {"d/x30", "d/x31"}}
+    for arm, chosen in picks.items():
+        al.write_run(full, tmp_path / arm, labelled, chosen, pool - chosen)
+    fa = json.loads((tmp_path / "a" / "folds.json").read_text())
+    fb = json.loads((tmp_path / "b" / "folds.json").read_text())
+    for k in fa:
+        assert fa[k]["val"] == fb[k]["val"] and set(fa[k]["val"]) <= labelled
+        assert set(fa[k]["train"]) - set(fb[k]["train"]) == picks["a"]
+        assert set(fb[k]["train"]) - set(fa[k]["train"]) == picks["b"]
+    with (tmp_path / "a" / "samples.csv").open() as f:
+        rows = {r["key"]: r for r in csv.DictReader(f)}
+    assert rows["d/x20"]["mask_path"] and not rows["d/x25"]["mask_path"]  # picks keep real masks; pool hidden
+    assert "d/x0" not in rows  # neither labelled nor pool: not in the scenario
+
+
+def test_paired_comparison() -> None:
+    a = {f"k{i}": 0.8 + 0.01 * (i % 3) for i in range(30)}
+    b = {f"k{i}": 0.8 for i in range(30)}
+    r = al.paired(a, b)
+    assert r["n"] == 30 and r["mean_diff"] == pytest.approx(0.01) and r["images_better"] == 20
+    assert r["ci95"][0] > 0 and r["wilcoxon_p"] < 0.01
+    assert al.paired(b, b)["wilcoxon_p"] == 1.0
+
+
+def test_refuses_a_used_work_folder(tmp_path: Path) -> None:
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "x").write_text("")
+    with pytest.raises(SystemExit, match="--resume"):
+        al.main(["--data", str(tmp_path), "--work", str(tmp_path / "w")])

@@ -1,0 +1,34 @@
+"""`toothseg suggest RUN [--n 50] [--out FILE]`: the unlabelled X-rays most worth labelling next."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from toothseg.cli.pseudo_cmd import parse_folds
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("suggest")
+    def suggest_cmd(
+        run: Path = typer.Argument(..., help="run folder with a bundle (after 'toothseg train' or 'toothseg run')"),
+        n: int = typer.Option(50, "--n", min=1, help="how many images to suggest"),
+        out: Path | None = typer.Option(None, "--out", "-o", help="worklist CSV (default RUN/suggest/worklist.csv; "
+                                        "the JSON goes beside it)"),
+        bundle: Path | None = typer.Option(None, "--bundle", help="bundle to score with (default RUN/bundle)"),
+        folds: str | None = typer.Option(None, "--folds", help="use only these folds, e.g. 0,1 (faster)"),
+        oversample: float = typer.Option(4.0, "--oversample", min=1.0,
+                                         help="k-center greedy picks among the OVERSAMPLE x N most uncertain"),
+        use_labelled: bool = typer.Option(True, "--use-labelled/--ignore-labelled",
+                                          help="keep picks away from images that already have labels"),
+        threads: int | None = typer.Option(None, "--threads", min=1, help="compute threads (default train.threads)"),
+    ) -> None:
+        """Rank unlabelled X-rays by member x view disagreement and entropy, spread by k-center on encoder features."""
+        from toothseg.api import suggest
+
+        s = suggest(run, n=n, out=out, bundle=bundle, folds=parse_folds(folds), oversample=oversample,
+                    use_labelled=use_labelled, threads=threads)
+        typer.echo(f"{s['picked']} of {s['scored']} unlabelled images suggested ({s['copies']} near-duplicates "
+                   f"counted once, {len(s['failed'])} failed) in {s['seconds']:.0f} s -> {s['csv']}")
+        typer.echo(f"review them: toothseg review {run if out is None else s['json']}")

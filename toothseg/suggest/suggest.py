@@ -1,0 +1,172 @@
+"""`toothseg suggest RUN`: rank the unlabelled X-rays by how much a label would teach the bundle.
+
+Per image: every bundle member x view (the image and its mirror) predicts; their disagreement and the fused map's
+entropy make the uncertainty score, and the encoder's pooled features describe the image. Copies (curation's
+duplicate groups) count once, and k-center greedy spreads the picks over the most uncertain candidates. Per-image
+results are cached under the worklist's folder, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from toothseg.data.io import read_image, write_png
+from toothseg.data.layout import Sample, read_index
+from toothseg.errors import ConfigError, InputError, ToothsegError
+from toothseg.pseudo.pool import curation_items, unlabelled_pool
+from toothseg.rundir import RunDir, open_run, setup_logging
+from toothseg.suggest.diversity import k_center_greedy, one_per_group
+from toothseg.suggest.features import image_features
+from toothseg.suggest.scoring import fused_map, member_views, uncertainty
+from toothseg.suggest.worklist import write_worklist
+
+log = logging.getLogger("toothseg")
+
+SCORE_KEYS = ("score", "disagreement", "entropy", "tooth_fraction")
+
+
+def _cache_file(cache: Path, s: Sample) -> Path:
+    return cache / s.source / f"{s.image_id}.npz"
+
+
+def _load_cached(path: Path, stamp: str, need_scores: bool) -> dict | None:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["stamp"]) != stamp or (need_scores and "score" not in z.files):
+                return None
+            return {k: (z[k].astype(np.float32) if k == "features" else float(z[k]))
+                    for k in z.files if k != "stamp"}
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _save_cached(path: Path, stamp: str, rec: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, stamp=np.array(stamp), **{k: np.asarray(v) for k, v in rec.items()})
+    tmp.replace(path)
+
+
+def _labelled_for_training(rd: RunDir) -> list[Sample]:
+    items = curation_items(rd)
+    return [s for s in read_index(rd.samples) if s.labelled and items.get(s.key, {}).get("use", "train") == "train"]
+
+
+def _reason(unc_rank: int, n_cand: int, rec: dict, dist: float, has_centres: bool, copies: int) -> str:
+    if np.isfinite(dist):
+        near = "labelled image or earlier pick" if has_centres else "earlier pick"
+        where = f"feature distance {dist:.3f} to the nearest {near}"
+    else:
+        where = "the most uncertain candidate"
+    text = (f"uncertainty #{unc_rank} of {n_cand} (members x views disagree {rec['disagreement']:.3f}, "
+            f"entropy {rec['entropy']:.3f}); {where}")
+    if copies:
+        text += f"; stands for {copies} near-duplicate(s)"
+    return text
+
+
+def suggest(run: str | Path, n: int = 50, out: str | Path | None = None, bundle: str | Path | None = None,
+            folds: list[int] | None = None, oversample: float = 4.0, use_labelled: bool = True,
+            limit: int | None = None, threads: int | None = None) -> dict:
+    """Write a worklist of the ``n`` unlabelled images most worth labelling; returns a summary.
+
+    ``out``: the worklist CSV (default RUN/suggest/worklist.csv; the JSON goes beside it). ``bundle``: default
+    RUN/bundle. ``oversample``: k-center greedy picks among the ``oversample x n`` most uncertain images.
+    ``use_labelled``: count the run's labelled images as already chosen, so picks differ from them too.
+    """
+    from toothseg.predict.predictor import Predictor
+
+    if n < 1:
+        raise ConfigError(f"--n {n}: ask for at least one image")
+    if oversample < 1:
+        raise ConfigError(f"oversample {oversample} must be >= 1")
+    rd = open_run(run)
+    setup_logging(rd)
+    cfg = rd.load_config() if rd.config.is_file() else None
+    csv_path = Path(out).expanduser() if out is not None else rd.root / "suggest" / "worklist.csv"
+    if csv_path.suffix.lower() != ".csv":
+        raise ConfigError(f"--out {csv_path}: give a .csv file name (the JSON is written beside it)")
+    work = csv_path.parent / f"{csv_path.stem}.cache"
+    pred_dir = csv_path.parent / f"{csv_path.stem}.pred"
+    pool = unlabelled_pool(rd)
+    samples = pool.samples[:limit] if limit else pool.samples
+    if not samples:
+        raise InputError(rd.samples, f"no unlabelled image to rank ({len(pool.skipped)} are copies of labelled "
+                         "images or dropped)", "add unlabelled X-rays (DIR/unlabelled/) and rerun 'toothseg prepare'")
+    bundle_path = Path(bundle) if bundle is not None else rd.require(rd.bundle_dir / "bundle.json", "train").parent
+    tta = [t for t in (cfg.predict.tta if cfg else []) if str(t).strip().lower() != "hflip"]
+    pred = Predictor(bundle_path, folds=folds, tta=tta,
+                     threads=threads or (cfg.train.threads if cfg else None))
+    b = pred.bundle
+    stamp = f"{b.root.resolve()}|{b.meta.get('created')}|{','.join(pred.member_names)}|{tta}"
+    weights = [net.weight for net in pred.nets] * 2
+    t0 = time.time()
+    recs: dict[str, dict] = {}
+    failed: dict[str, str] = {}
+    for i, s in enumerate(samples):
+        cpath = _cache_file(work, s)
+        mask_path = pred_dir / s.source / f"{s.image_id}.png"
+        rec = _load_cached(cpath, stamp, need_scores=True) if cpath.is_file() and mask_path.is_file() else None
+        if rec is None:
+            try:
+                img = read_image(s.image_path)
+            except InputError as exc:
+                failed[s.key] = str(exc)
+                log.warning("suggest: skipped %s", exc)
+                continue
+            views = member_views(pred, img)
+            rec = {**uncertainty(views, weights, pred.threshold), "features": image_features(pred, img)}
+            write_png(mask_path, pred.to_mask(fused_map(views, weights)))
+            _save_cached(cpath, stamp, rec)
+        recs[s.key] = {**rec, "prediction": str(mask_path.resolve()), "image_path": str(s.image_path)}
+        if (i + 1) % 25 == 0:
+            log.info("suggest: %d/%d images scored (%.0f s)", i + 1, len(samples), time.time() - t0)
+    if not recs:
+        raise ToothsegError(f"{rd.root}: none of the {len(samples)} unlabelled images could be read; see the log")
+
+    centres = None
+    if use_labelled:
+        feats = []
+        for s in _labelled_for_training(rd):
+            cpath = _cache_file(work / "labelled", s)
+            rec = _load_cached(cpath, stamp, need_scores=False) if cpath.is_file() else None
+            if rec is None:
+                try:
+                    rec = {"features": image_features(pred, read_image(s.image_path))}
+                except InputError as exc:
+                    log.warning("suggest: labelled image left out of the diversity reference: %s", exc)
+                    continue
+                _save_cached(cpath, stamp, rec)
+            feats.append(rec["features"])
+        centres = np.stack(feats) if feats else None
+
+    keys = sorted(recs, key=lambda k: (-recs[k]["score"], k))
+    groups = {k: v.get("group") for k, v in curation_items(rd).items()}
+    kept, copies = one_per_group(keys, {k: recs[k]["score"] for k in keys}, groups)
+    n_cand = min(len(kept), max(n, int(round(oversample * n))))
+    cand = kept[:n_cand]
+    idx, dists = k_center_greedy(np.stack([recs[k]["features"] for k in cand]), n, first=0, centres=centres)
+    n_copies = {k: sum(1 for v in copies.values() if v == k) for k in kept}
+    items = []
+    for rank, (j, d) in enumerate(zip(idx, dists), start=1):
+        k = cand[j]
+        r = recs[k]
+        items.append({"rank": rank, "key": k, "image_path": r["image_path"], "prediction": r["prediction"],
+                      "score": r["score"], "disagreement": r["disagreement"], "entropy": r["entropy"],
+                      "uncertainty_rank": j + 1, "distance": d if np.isfinite(d) else None,
+                      "reason": _reason(j + 1, len(kept), r, d, centres is not None, n_copies[k])})
+    meta = {"run": str(rd.root.resolve()), "bundle": str(b.root.resolve()), "bundle_created": b.meta.get("created"),
+            "members": pred.member_names, "views": ["image", "hflip"], "threshold": pred.threshold,
+            "n": n, "oversample": oversample, "use_labelled": centres is not None,
+            "pool": len(samples), "scored": len(recs), "candidates": n_cand,
+            "duplicates_counted_once": copies, "skipped": pool.skipped, "failed": failed,
+            "seconds": round(time.time() - t0, 1)}
+    json_path = write_worklist(csv_path, meta, items)
+    log.info("suggest: %d of %d unlabelled images picked (%d copies counted once, %d failed) -> %s",
+             len(items), len(recs), len(copies), len(failed), csv_path)
+    return {**{k: v for k, v in meta.items() if k not in ("duplicates_counted_once", "skipped")},
+            "picked": len(items), "copies": len(copies), "csv": str(csv_path), "json": str(json_path)}
