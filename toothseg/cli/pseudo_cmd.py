@@ -31,7 +31,8 @@ def register(app: typer.Typer) -> None:
         folds: str | None = typer.Option(None, help="teacher folds to use, e.g. 0,1 [default: all]"),
         overwrite: bool = typer.Option(False, "--overwrite", help="label again over existing pseudo-labels"),
         retrain: bool = typer.Option(False, "--retrain", help="then train students with the schedule below"),
-        schedule: str | None = typer.Option(None, help="labelled | pretrain | mix | pretrain-mix [default: config]"),
+        schedule: str | None = typer.Option(None, help="labelled | labelled-continue | pretrain | mix | pretrain-mix | "
+                                             "consistency [default: config]"),
         rounds: int | None = typer.Option(None, help="iterative rounds: each round's students label the next"),
         soft: bool | None = typer.Option(None, "--soft/--hard", help="distil on probabilities / train on masks"),
         max_time: str | None = typer.Option(None, help="wall-clock budget per model, HH:MM:SS"),
