@@ -104,7 +104,10 @@ class ConsistencyModule(SegModule):
         self.log("train_unsup_weight", w, on_step=False, on_epoch=True, batch_size=bs)
         return loss
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """The EMA follows every optimizer step, inside the step, so a checkpoint written after the batch (the
+        periodic last.ckpt) holds an EMA that has seen exactly ``global_step`` updates."""
+        super().optimizer_step(*args, **kwargs)
         self.ema.update_parameters(self.model)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
