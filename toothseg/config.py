@@ -134,6 +134,9 @@ class PseudoConfig(_Section):
     cutmix_p: float = Field(0.5, ge=0, le=1, description="share of unlabelled / pseudo-labelled samples CutMixed")
     pixel_confidence: bool = Field(False, description="offline schedules: ignore pseudo-label pixels whose teacher "
                                    "probability is below confidence_threshold (from the soft map)")
+    stability_keep: float = Field(0.0, ge=0, le=1, description="ST++ filter: if > 0, training saves snapshots at "
+                                  "1/3 and 2/3 and pseudo-labelling keeps this share of the images, the most stable "
+                                  "across the teacher's snapshots (0: off)")
     pseudo_strong_aug: bool = Field(False, description="offline schedules: strong photometric augmentation and "
                                     "CutMix (cutmix_p) on pseudo-labelled items only")
 

@@ -30,6 +30,7 @@ from toothseg.train.budget import BudgetSchedule
 from toothseg.train.dataset import PairedDataset, SegDataset, TrainItem
 from toothseg.train.logs import flatten_metrics
 from toothseg.train.module import SegModule
+from toothseg.train.snapshots import Snapshots
 from toothseg.train.strong_augment import build_strong_photometric
 
 log = logging.getLogger("toothseg")
@@ -175,6 +176,8 @@ def fit_model(cfg: Config, train_items: list[TrainItem], val_items: list[TrainIt
                                          enable_version_counter=False))
     train_loader = _loader(train_ds, tcfg.batch_size, True, tcfg.num_workers)
     val_loader = _loader(val_ds, tcfg.batch_size, False, tcfg.num_workers) if val_ds is not None else None
+    if pcfg.stability_keep > 0:  # snapshots for the ST++ pseudo-label filter
+        callbacks.append(Snapshots(out_dir))
     if budget is not None:
         callbacks.append(BudgetSchedule(n_epochs, len(val_loader) if val_loader is not None else 0))
     trainer = L.Trainer(
