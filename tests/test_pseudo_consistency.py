@@ -174,3 +174,33 @@ def test_dataset_marks_confident_pseudo_pixels(tmp_path: Path) -> None:
     write_png(tmp_path / "p.png", prob[:32])
     with pytest.raises(InputError, match="p.png"):
         SegDataset([item], (64, 128), pixel_threshold=0.95)[0]
+
+
+def test_paired_dataset_gives_aligned_views_and_skips_unreadable_unlabelled_images(tmp_path: Path,
+                                                                                    caplog) -> None:
+    from toothseg.data.io import write_png
+    from toothseg.errors import InputError
+    from toothseg.train.augment import build_augment
+    from toothseg.train.dataset import PairedDataset, SegDataset, TrainItem
+
+    img = np.full((64, 128), 40, np.uint8)
+    img[10:30, 20:60] = 220
+    write_png(tmp_path / "l.png", img)
+    write_png(tmp_path / "m.png", img > 100)
+    write_png(tmp_path / "u.png", img)
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    lab = SegDataset([TrainItem("a/1", tmp_path / "l.png", tmp_path / "m.png")], (64, 128), "resize",
+                     build_augment("strong"))
+    pool = [TrainItem("u/bad", tmp_path / "bad.png", pseudo=True), TrainItem("u/1", tmp_path / "u.png", pseudo=True)]
+    ds = PairedDataset(lab, pool, build_strong_photometric(), seed=0)
+    assert len(ds) == 1
+    for _ in range(6):  # draws reach the unreadable image, which is reported and left out
+        s = ds[0]
+        assert s["u_weak"].shape == s["u_strong"].shape == s["image"].shape == (1, 64, 128)
+        # photometric only: the bright block is bright in both views wherever geometry put it
+        weak, strong = s["u_weak"][0], s["u_strong"][0]
+        bright = weak > weak.mean()
+        assert strong[bright].mean() > strong[~bright].mean()
+    assert [it.key for it in ds.unlabelled] == ["u/1"] and "bad.png" in caplog.text
+    with pytest.raises(InputError, match="unlabelled"):
+        PairedDataset(lab, [], None)

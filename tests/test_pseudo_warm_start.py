@@ -107,6 +107,10 @@ def test_warm_start_needs_the_teachers_fold_weights(teacher_run: tuple[Path, str
     with pytest.raises(InputError, match="fold 3"):
         teacher_weights(rd, teacher, 3)
     assert teacher_weights(rd, "bundle", 0) is None
+    same = build_config("tiny").model
+    assert teacher_weights(rd, teacher, 0, same) == run / "train" / teacher / "fold0" / "best.ckpt"
+    other = same.model_copy(update={"encoder": "resnet18"})
+    assert teacher_weights(rd, teacher, 0, other) is None  # weights of another architecture would not fit
 
 
 def test_consistency_without_unlabelled_images_is_a_clear_error(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toothseg.config import Config
+from toothseg.config import Config, ModelConfig
 from toothseg.data.layout import read_index
 from toothseg.errors import ConfigError, InputError
 from toothseg.rundir import RunDir, open_run, read_json, write_json
@@ -156,12 +156,25 @@ def unlabelled_items(run: RunDir) -> list:
     return [TrainItem(s.key, s.image_path, pseudo=True) for s in pool.samples]
 
 
-def teacher_weights(run: RunDir, teacher: str, fold: int) -> Path | None:
-    """The teacher's fold-``fold`` checkpoint to warm-start from; None for a bundle teacher (no per-fold family)."""
+ARCH_KEYS = ("name", "encoder", "decoder_channels", "extra")  # what must match for a teacher's weights to fit
+
+
+def teacher_weights(run: RunDir, teacher: str, fold: int, model: ModelConfig | None = None) -> Path | None:
+    """The teacher's fold-``fold`` checkpoint to warm-start from; None for a bundle teacher (no per-fold family)
+    or a teacher of another architecture than ``model`` (the student's)."""
     if teacher == "bundle":
         log.warning("teacher 'bundle' has no per-fold weights: students start from scratch (set pseudo.teacher "
                     "to a train/<tag> to warm-start them)")
         return None
+    info = run.train_dir / teacher / "model.json"
+    if model is not None and info.is_file():
+        t_arch = {k: (read_json(info).get("model") or {}).get(k) for k in ARCH_KEYS}
+        s_arch = {k: v for k, v in model.model_dump(mode="json").items() if k in ARCH_KEYS}
+        if t_arch != s_arch:
+            log.warning("teacher %s is a %s/%s, the student a %s/%s: students start from scratch (set "
+                        "pseudo.teacher to a family of the student's architecture to warm-start them)", teacher,
+                        t_arch["name"], t_arch["encoder"], s_arch["name"], s_arch["encoder"])
+            return None
     ckpt = run.train_dir / teacher / f"fold{fold}" / "best.ckpt"
     if not ckpt.is_file():
         raise InputError(ckpt, f"teacher '{teacher}' has no fold {fold} weights to warm-start from",
@@ -326,20 +339,21 @@ def retrain(run: str | Path, schedule: str | None = None, rounds: int | None = N
         u_items = unlabelled_items(rd) if any(st.unlabelled for st in stages) else None
         tag = student_tag(base, cfg.pseudo.schedule, cfg.pseudo.soft, r)
         tag_dir = rd.train_dir / tag
-        fold_dirs = []
+        fold_dirs, warmed = [], []
+        p = cfg.pseudo
         for k in fold_ids:
             lab = labelled_items(rd, fold_map[k]["train"])
             val = labelled_items(rd, fold_map[k]["val"])
-            warm = teacher_weights(rd, current_teacher, k) if has_teacher and cfg.pseudo.warm_start else None
+            warm = teacher_weights(rd, current_teacher, k, cfg.model) if has_teacher and p.warm_start else None
+            warmed.append(warm is not None)
             fold_dirs.append(_fit_stages(cfg, stages, lab, val, p_items, tag_dir, k, max_time, resume, warm,
                                          u_items))
         cv = cv_metrics(fold_dirs)
-        p = cfg.pseudo
         write_model_json(tag_dir, tag, cfg.model, (cfg.model.scales or cfg.train.scales)[0], cfg.train.resize, extra={
             "schedule": p.schedule, "soft": p.soft, "round": r, "teacher": current_teacher if has_teacher else None,
             "pseudo_dir": str(pdir) if uses_pseudo else None, "n_pseudo": len(p_items),
             "n_unlabelled": len(u_items or []), "pretrain_share": p.pretrain_share,
-            "warm_start": has_teacher and p.warm_start, "pixel_confidence": p.pixel_confidence,
+            "warm_start": bool(warmed) and all(warmed), "pixel_confidence": p.pixel_confidence,
             "pseudo_strong_aug": p.pseudo_strong_aug})
         log.info("%s: CV Dice %.4f IoU %.4f HD95 %.2f over %d images", tag, cv["dice"], cv["iou"], cv["hd95"],
                  cv["n_images"])

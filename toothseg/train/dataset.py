@@ -1,4 +1,5 @@
-"""Training samples: what one item is (`TrainItem`) and how it becomes a tensor pair (`SegDataset`).
+"""Training samples: what one item is (`TrainItem`) and how it becomes a tensor pair (`SegDataset`), or a labelled
+sample paired with an unlabelled image's weak and strong views (`PairedDataset`, consistency training).
 
 Pixels go through the shared preprocessing (`toothseg.data.preprocess`): the image is fitted to the network size
 exactly as `to_network` does (`fit` with INTER_AREA), augmented on uint8, then `normalise`d; without augmentation
@@ -8,6 +9,8 @@ neighbour; soft (distillation) targets bilinearly.
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +22,8 @@ from torch.utils.data import Dataset
 from toothseg.data.io import read_image, read_mask
 from toothseg.data.preprocess import fit, normalise, to_network
 from toothseg.errors import InputError
+
+log = logging.getLogger("toothseg")
 
 
 @dataclass(frozen=True)
@@ -151,17 +156,25 @@ class PairedDataset(Dataset):
 
     def _draw(self) -> int:
         if self._rng is None:  # one stream per DDP rank and loader worker, so they draw different images
-            import os
-
             info = torch.utils.data.get_worker_info()
             rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
             self._rng = np.random.default_rng([self.seed, rank, info.id if info is not None else 0])
         return int(self._rng.integers(len(self.unlabelled)))
 
+    def _read_unlabelled(self) -> np.ndarray:
+        """A random readable unlabelled image; an unreadable one is reported once and left out from then on."""
+        while self.unlabelled:
+            j = self._draw()
+            try:
+                return read_image(self.unlabelled[j].image_path)
+            except InputError as exc:
+                log.warning("consistency: %s; left out of the unlabelled pool", exc)
+                self.unlabelled.pop(j)
+        raise InputError("<unlabelled pool>", "no readable unlabelled image left", "check the unlabelled X-rays")
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         out = self.labelled[i]
-        item = self.unlabelled[self._draw()]
-        img = read_image(item.image_path)
+        img = self._read_unlabelled()
         weak, _ = fit(img, self.labelled.size, self.labelled.resize, interp=cv2.INTER_AREA)
         if self.labelled.augment is not None:
             weak = self.labelled.augment(image=weak)["image"]
