@@ -204,3 +204,52 @@ def test_paired_dataset_gives_aligned_views_and_skips_unreadable_unlabelled_imag
     assert [it.key for it in ds.unlabelled] == ["u/1"] and "bad.png" in caplog.text
     with pytest.raises(InputError, match="unlabelled"):
         PairedDataset(lab, [], None)
+
+
+def test_offline_pseudo_items_alone_get_cutmix_and_strong_views(tmp_path: Path) -> None:
+    from toothseg.data.io import write_png
+    from toothseg.train.dataset import SegDataset, TrainItem
+    from toothseg.train.module import SegModule
+
+    cfg = build_config("tiny")
+    m = SegModule(model=cfg.model.model_dump(mode="json"), scale=[64, 128], resize="resize",
+                  train=cfg.train.model_dump(mode="json"),
+                  pseudo=cfg.pseudo.model_copy(update={"pseudo_strong_aug": True, "cutmix_p": 1.0}).model_dump())
+    n = 4
+    ids = torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 1, 32, 48).clone()
+    batch = {"image": ids, "target": ids / 10, "valid": ids < 2, "pseudo": torch.tensor([True, False, True, True])}
+    torch.manual_seed(0)
+    out = m._cutmix_pseudo(batch)
+    assert torch.equal(out["image"][1], ids[1])  # the labelled sample is never mixed
+    assert set(out["image"][[0, 2, 3]].unique().tolist()) <= {0.0, 2.0, 3.0}
+    assert not torch.equal(out["image"], ids)
+    assert torch.equal(out["target"], out["image"] / 10) and torch.equal(out["valid"], out["image"] < 2)
+    off = SegModule(model=cfg.model.model_dump(mode="json"), scale=[64, 128], resize="resize",
+                    train=cfg.train.model_dump(mode="json"))
+    assert off._cutmix_pseudo(batch) is batch  # switch off (the default): untouched
+
+    img = np.full((64, 128), 100, np.uint8)
+    write_png(tmp_path / "i.png", img)
+    write_png(tmp_path / "m.png", img > 50)
+    items = [TrainItem("a/1", tmp_path / "i.png", tmp_path / "m.png"),
+             TrainItem("u/1", tmp_path / "i.png", tmp_path / "m.png", pseudo=True)]
+    import albumentations as A
+
+    ds = SegDataset(items, (64, 128), strong=A.Compose([A.InvertImg(p=1.0)]))
+    assert torch.equal(ds[0]["image"], SegDataset(items[:1], (64, 128))[0]["image"])  # labelled: no strong view
+    assert not torch.equal(ds[1]["image"], ds[0]["image"])  # pseudo-labelled: strong view applied
+
+
+def test_pseudo_items_carry_their_soft_map_for_pixel_confidence(tmp_path: Path) -> None:
+    from toothseg.pseudo.schedules import pseudo_items
+    from toothseg.rundir import RunDir
+
+    (tmp_path / "samples.csv").write_text("key,source,image_id,image_path,mask_path\n"
+                                          f"u/2,u,2,{tmp_path}/i2.png,\n")
+    pdir = tmp_path / "pseudo"
+    pdir.mkdir()
+    (pdir / "scores.csv").write_text("key,score,selected\nu/2,0.9,1\n")
+    plain, = pseudo_items(RunDir(tmp_path), pdir)
+    assert plain.confidence_path is None and plain.soft_path is None
+    conf, = pseudo_items(RunDir(tmp_path), pdir, pixel_confidence=True)
+    assert conf.confidence_path == pdir / "soft" / "u" / "2.png" and conf.soft_path is None  # hard target kept
