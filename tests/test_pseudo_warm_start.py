@@ -119,3 +119,48 @@ def test_consistency_without_unlabelled_images_is_a_clear_error(tmp_path: Path) 
     run, _ = make_run(tmp_path, n=4)  # labelled images only
     with pytest.raises(InputError, match="no unlabelled image"):
         retrain(run, schedule="consistency", folds=[0], teacher="some-teacher")
+
+
+@pytest.mark.slow  # pseudo-labelling builds the teacher's bundle
+def test_offline_schedule_with_pixel_confidence_and_strong_aug(teacher_run: tuple[Path, str],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from toothseg.config import load_config
+    from toothseg.pseudo.label import pseudo_label
+
+    run, teacher = teacher_run
+    cfg_path = run / "config.yaml"
+    original = cfg_path.read_text()
+    cfg = load_config(cfg_path)
+    cfg.pseudo.select = "all"
+    cfg.pseudo.pixel_confidence = True
+    cfg.pseudo.pseudo_strong_aug = True
+    cfg.pseudo.cutmix_p = 1.0
+    save_config(cfg, cfg_path)
+    seen: list = []
+    import toothseg.train.fit as fit
+
+    real = fit.SegDataset
+
+    def spy(*args, **kwargs):
+        ds = real(*args, **kwargs)
+        seen.append(ds)
+        return ds
+
+    monkeypatch.setattr(fit, "SegDataset", spy)
+    try:
+        pseudo_label(run, teacher=teacher, overwrite=True)
+        r = retrain(run, schedule="pretrain-mix", folds=[0], teacher=teacher)
+    finally:
+        cfg_path.write_text(original)
+    tag_dir = run / "train" / r["tag"]
+    info = json.loads((tag_dir / "model.json").read_text())
+    assert info["pixel_confidence"] is True and info["pseudo_strong_aug"] is True and info["n_pseudo"] == 4
+    pre = json.loads((tag_dir / "pretrain" / "fold0" / "stage.json").read_text())
+    assert pre["init"].endswith(f"{teacher}/fold0/best.ckpt")  # stage 1 warm-started from the teacher
+    train_sets = [ds for ds in seen if ds.augment is not None]
+    assert train_sets and all(ds.strong is not None and ds.pixel_threshold == cfg.pseudo.confidence_threshold
+                              for ds in train_sets)
+    pseudo_items = [it for it in train_sets[0].items if it.pseudo]
+    assert pseudo_items and all(it.confidence_path is not None and it.confidence_path.is_file()
+                                for it in pseudo_items)
+    assert (tag_dir / "fold0" / "oof.csv").is_file()
