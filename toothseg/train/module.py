@@ -50,7 +50,9 @@ class SegModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.tcfg = TrainConfig.model_validate(train)
-        self.pcfg = PseudoConfig.model_validate(pseudo or {})
+        # known keys only: a checkpoint must stay loadable when the pseudo section gains or loses a setting
+        self.pcfg = PseudoConfig.model_validate({k: v for k, v in (pseudo or {}).items()
+                                                 if k in PseudoConfig.model_fields})
         # Weights are applied by the engine before fitting, so restoring a checkpoint never needs the weights file.
         self.model = create_model(ModelConfig.model_validate(model), load_weights=False)
         self.loss = SegLoss(self.tcfg.loss)
