@@ -164,3 +164,17 @@ def test_offline_schedule_with_pixel_confidence_and_strong_aug(teacher_run: tupl
     assert pseudo_items and all(it.confidence_path is not None and it.confidence_path.is_file()
                                 for it in pseudo_items)
     assert (tag_dir / "fold0" / "oof.csv").is_file()
+
+
+def test_cli_retrain_with_an_online_schedule_skips_pseudo_labelling(teacher_run: tuple[Path, str]) -> None:
+    from typer.testing import CliRunner
+
+    from toothseg.cli import app
+
+    run, teacher = teacher_run
+    had_labels = (run / "pseudo" / "scores.csv").is_file()
+    res = CliRunner().invoke(app, ["pseudo-label", str(run), "--retrain", "--schedule", "labelled-continue",
+                                   "--folds", "0", "--teacher", teacher])
+    assert res.exit_code == 0, res.output
+    assert "labelling skipped" in res.output and "-labelled-continue: CV Dice" in res.output
+    assert (run / "pseudo" / "scores.csv").is_file() == had_labels  # nothing labelled

@@ -63,6 +63,12 @@ def plan(schedule: str) -> list[Stage]:
     return stages[schedule]
 
 
+def uses_pseudo_labels(run: str | Path, schedule: str | None = None) -> bool:
+    """Whether ``schedule`` (default: the run's ``pseudo.schedule``) trains on offline pseudo-labels."""
+    name = schedule or open_run(run).load_config().pseudo.schedule
+    return any(st.pseudo for st in plan(name))
+
+
 def _seconds(hhmmss: str) -> int:
     h, m, s = (int(x) for x in hhmmss.split(":"))
     return h * 3600 + m * 60 + s
