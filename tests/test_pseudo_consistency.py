@@ -177,7 +177,9 @@ def test_dataset_marks_confident_pseudo_pixels(tmp_path: Path) -> None:
 
 
 def test_paired_dataset_gives_aligned_views_and_skips_unreadable_unlabelled_images(tmp_path: Path,
-                                                                                    caplog) -> None:
+                                                                                    caplog, monkeypatch) -> None:
+    import logging
+
     from toothseg.data.io import write_png
     from toothseg.errors import InputError
     from toothseg.train.augment import build_augment
@@ -192,6 +194,8 @@ def test_paired_dataset_gives_aligned_views_and_skips_unreadable_unlabelled_imag
     lab = SegDataset([TrainItem("a/1", tmp_path / "l.png", tmp_path / "m.png")], (64, 128), "resize",
                      build_augment("strong"))
     pool = [TrainItem("u/bad", tmp_path / "bad.png", pseudo=True), TrainItem("u/1", tmp_path / "u.png", pseudo=True)]
+    monkeypatch.setattr(logging.getLogger("toothseg"), "propagate", True)  # a run's setup_logging turns it off
+    caplog.set_level(logging.WARNING, logger="toothseg")
     ds = PairedDataset(lab, pool, build_strong_photometric(), seed=0)
     assert len(ds) == 1
     for _ in range(6):  # draws reach the unreadable image, which is reported and left out
