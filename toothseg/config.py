@@ -108,7 +108,8 @@ class TrainConfig(_Section):
 
 
 class PseudoConfig(_Section):
-    schedule: Literal["labelled", "pretrain", "mix", "pretrain-mix"] = "pretrain-mix"
+    schedule: Literal["labelled", "labelled-continue", "pretrain", "mix", "pretrain-mix", "consistency"] = \
+        "pretrain-mix"
     confidence: Literal["agreement", "entropy", "band", "spread"] = "agreement"
     select: Literal["all", "topk", "quantile", "threshold"] = "quantile"
     select_value: float = Field(0.8, ge=0, description="k for topk, kept fraction for quantile, min score for threshold")
@@ -122,6 +123,22 @@ class PseudoConfig(_Section):
                                   "repeated until they are at least this share of an epoch (0: no repetition)")
     teacher: str | None = Field(None, description="train/<tag> whose fold models label ('bundle': RUN/bundle); "
                                 "None = the supervised family with the best CV Dice")
+    warm_start: bool = Field(True, description="a student's first stage starts from its teacher's fold-k weights")
+    confidence_threshold: float = Field(0.95, ge=0.5, le=1, description="pixels with max(p, 1-p) below this are "
+                                        "ignored in the loss (consistency; pseudo-labels with pixel_confidence)")
+    ema_decay: float = Field(0.99, ge=0, lt=1, description="consistency: EMA teacher decay per optimizer step")
+    unlabelled_weight: float = Field(1.0, ge=0, description="consistency: weight of the unlabelled loss")
+    rampup_share: float = Field(0.2, ge=0, le=1, description="consistency: share of the steps over which the "
+                                "unlabelled weight ramps up linearly from 0")
+    consistency_dice: float = Field(0.0, ge=0, description="consistency: weight of a masked Dice term besides BCE")
+    cutmix_p: float = Field(0.5, ge=0, le=1, description="share of unlabelled / pseudo-labelled samples CutMixed")
+    pixel_confidence: bool = Field(False, description="offline schedules: ignore pseudo-label pixels whose teacher "
+                                   "probability is below confidence_threshold (from the soft map)")
+    stability_keep: float = Field(0.0, ge=0, le=1, description="ST++ filter: if > 0, training saves snapshots at "
+                                  "1/3 and 2/3 and pseudo-labelling keeps this share of the images, the most stable "
+                                  "across the teacher's snapshots (0: off)")
+    pseudo_strong_aug: bool = Field(False, description="offline schedules: strong photometric augmentation and "
+                                    "CutMix (cutmix_p) on pseudo-labelled items only")
 
 
 class PredictConfig(_Section):

@@ -57,7 +57,7 @@ def run(data_dirs: list[str | Path], out: str | Path, preset: str = "cpu", confi
 
         t = time.perf_counter()
         folds = None if str(fold) == "all" else [int(fold)]
-        # students of a fresh run start from nothing; after an interruption their finished stages are reused
+        # students start from their teacher's fold weights; after an interruption finished stages are reused
         summary["pseudo"] = retrain(rd.root, folds=folds, max_time=max_time, resume=not overwrite)
         summary["timings_s"]["pseudo+retrain"] = time.perf_counter() - t
         if _has("toothseg.predict.bundle"):  # the bundle now fuses the students too

@@ -2,7 +2,8 @@
 
 Writes, under RUN/pseudo/ (architecture.md): ``soft/<source>/<id>.png`` (fused probability x 255),
 ``hard/<source>/<id>.png`` (0/255 at the teacher's OOF-tuned threshold and post-processing), ``scores.csv``
-(``key,score,<each confidence>,selected``) and ``pseudo.json`` (teacher, settings, counts).
+(``key,score,<each confidence>[,stability],selected``) and ``pseudo.json`` (teacher, settings, counts). With
+``pseudo.stability_keep`` > 0 only the most stable share of the images (ST++, `stability.py`) stays selected.
 
 The teacher is one trained model family (``train/<tag>``): its own bundle is built in the pseudo folder, so the
 threshold is tuned on that family's out-of-fold maps alone, whatever else the run has trained.
@@ -144,6 +145,15 @@ def pseudo_label(run: str | Path, teacher: str | None = None, out: str | Path | 
     weights = [n.weight for n in pred.nets] * (2 if hflip else 1)
     log.info("pseudo-label: teacher %s (%d members incl. views, TTA %s, threshold %.2f), %d images (%d skipped)",
              tag, len(weights), cfg.predict.tta, thr, len(samples), len(pool.skipped))
+    keep = cfg.pseudo.stability_keep
+    stable = None
+    if keep > 0:
+        if tag == "bundle":
+            raise ConfigError("pseudo.stability_keep > 0 needs a train/<tag> teacher with training snapshots, not "
+                              "'bundle'; pass --teacher TAG or set pseudo.stability_keep=0")
+        from toothseg.pseudo.stability import StabilityScorer
+
+        stable = StabilityScorer(rd.train_dir / tag, folds)
     rows: list[dict[str, Any]] = []
     failed: dict[str, str] = {}
     for i, s in enumerate(samples):
@@ -161,15 +171,21 @@ def pseudo_label(run: str | Path, teacher: str | None = None, out: str | Path | 
         write_png(out_dir / "hard" / s.source / f"{s.image_id}.png", hard.astype(bool))
         sc = confidence_scores(members, fused, thr)
         rows.append({"key": s.key, "score": sc[conf], **sc})
+        if stable is not None:
+            rows[-1]["stability"] = stable.score(img)
         if (i + 1) % 50 == 0:
             log.info("pseudo-label: %d/%d images (%.1f s)", i + 1, len(samples), time.time() - t0)
     chosen = select({r["key"]: r["score"] for r in rows}, method, value)
+    if stable is not None:
+        steady = select({r["key"]: r["stability"] for r in rows}, "quantile", keep)
+        chosen = {k: bool(v and steady[k]) for k, v in chosen.items()}
     for r in rows:
         r["selected"] = chosen[r["key"]]
-    _write_scores(out_dir / "scores.csv", rows, list(SCORES))
+    _write_scores(out_dir / "scores.csv", rows, list(SCORES) + (["stability"] if stable is not None else []))
     summary = {
         "teacher": tag, "teacher_cv_dice": teacher_dice, "bundle": str(bundle_dir), "members": len(weights), "tta": list(cfg.predict.tta),
         "threshold": thr, "postprocess": pp, "confidence": conf, "select": method, "select_value": value,
+        "stability_keep": keep,
         "n_images": len(rows), "n_selected": int(sum(chosen.values())), "n_skipped": len(pool.skipped),
         "skipped": pool.skipped, "failed": failed, "seconds": round(time.time() - t0, 1), "out": str(out_dir),
     }

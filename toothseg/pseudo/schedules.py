@@ -1,9 +1,15 @@
 """Training schedules that use pseudo-labels, built on the training engine's `fit_model`.
 
-    labelled      labelled images only (the baseline, at the same budget)
-    pretrain      pseudo-labelled images first, then fine-tune on labelled images
-    mix           labelled + pseudo-labelled images together
-    pretrain-mix  pseudo pretraining, then fine-tune on labelled + pseudo (the write-up's best)
+    labelled           labelled images only, from scratch (trains a teacher)
+    labelled-continue  the teacher continued on labelled images only (the control arm: same extra time and steps)
+    pretrain           pseudo-labelled images first, then fine-tune on labelled images
+    mix                labelled + pseudo-labelled images together
+    pretrain-mix       pseudo pretraining, then fine-tune on labelled + pseudo (the write-up's best)
+    consistency        online weak-to-strong consistency with an EMA teacher on the unlabelled pool (consistency.py)
+
+Every schedule but ``labelled`` has a teacher (the supervised tag that labelled, or ``pseudo.teacher``); with
+``pseudo.warm_start`` each student stage that does not continue a previous stage starts from the teacher's fold-k
+weights, so the extra budget refines what the teacher knows instead of re-learning it.
 
 For every fold k the student is validated on fold k's *labelled* validation images only, never on pseudo-labels, so
 its CV score is comparable with the labelled-only baseline. Pseudo-labels come from the teacher's fold ensemble;
@@ -20,30 +26,34 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toothseg.config import Config
+from toothseg.config import Config, ModelConfig
 from toothseg.data.layout import read_index
 from toothseg.errors import ConfigError, InputError
 from toothseg.rundir import RunDir, open_run, read_json, write_json
 
 log = logging.getLogger("toothseg")
 
-SCHEDULES = ("labelled", "pretrain", "mix", "pretrain-mix")
+SCHEDULES = ("labelled", "labelled-continue", "pretrain", "mix", "pretrain-mix", "consistency")
 
 
 @dataclass(frozen=True)
 class Stage:
-    """One training stage of a schedule: which data it sees and whether it starts from the previous stage."""
+    """One training stage of a schedule: which data it sees (labelled, offline pseudo-labelled, the unlabelled pool
+    online) and whether it starts from the previous stage."""
 
     name: str
     labelled: bool
     pseudo: bool
     init_from_previous: bool = False
+    unlabelled: bool = False
 
 
 def plan(schedule: str) -> list[Stage]:
     """The stages of ``schedule``."""
     stages = {
         "labelled": [Stage("train", labelled=True, pseudo=False)],
+        "labelled-continue": [Stage("train", labelled=True, pseudo=False)],
+        "consistency": [Stage("train", labelled=True, pseudo=False, unlabelled=True)],
         "pretrain": [Stage("pretrain", False, True), Stage("finetune", True, False, init_from_previous=True)],
         "mix": [Stage("train", labelled=True, pseudo=True)],
         "pretrain-mix": [Stage("pretrain", False, True), Stage("finetune", True, True, init_from_previous=True)],
@@ -51,6 +61,12 @@ def plan(schedule: str) -> list[Stage]:
     if schedule not in stages:
         raise ConfigError(f"pseudo.schedule='{schedule}' is unknown; choose one of: {', '.join(SCHEDULES)}")
     return stages[schedule]
+
+
+def uses_pseudo_labels(run: str | Path, schedule: str | None = None) -> bool:
+    """Whether ``schedule`` (default: the run's ``pseudo.schedule``) trains on offline pseudo-labels."""
+    name = schedule or open_run(run).load_config().pseudo.schedule
+    return any(st.pseudo for st in plan(name))
 
 
 def _seconds(hhmmss: str) -> int:
@@ -106,8 +122,10 @@ def labelled_items(run: RunDir, keys: list[str]) -> list:
     return out
 
 
-def pseudo_items(run: RunDir, pseudo_dir: Path, soft: bool = False, weight: float = 1.0) -> list:
-    """TrainItems for the selected rows of ``pseudo_dir/scores.csv`` (hard masks, or soft maps to distil on)."""
+def pseudo_items(run: RunDir, pseudo_dir: Path, soft: bool = False, weight: float = 1.0,
+                 pixel_confidence: bool = False) -> list:
+    """TrainItems for the selected rows of ``pseudo_dir/scores.csv`` (hard masks, or soft maps to distil on);
+    with ``pixel_confidence`` each carries its soft map, from which the dataset marks the confident pixels."""
     from toothseg.train.dataset import TrainItem
 
     scores = pseudo_dir / "scores.csv"
@@ -126,8 +144,48 @@ def pseudo_items(run: RunDir, pseudo_dir: Path, soft: bool = False, weight: floa
             src, iid = key.split("/", 1)
             soft_p = pseudo_dir / "soft" / src / f"{iid}.png"
             out.append(TrainItem(key, by_key[key].image_path, pseudo_dir / "hard" / src / f"{iid}.png",
-                                 soft_p if soft else None, pseudo=True, weight=weight))
+                                 soft_p if soft else None, pseudo=True, weight=weight,
+                                 confidence_path=soft_p if pixel_confidence else None))
     return out
+
+
+def unlabelled_items(run: RunDir) -> list:
+    """TrainItems (image only) of the run's unlabelled pool (pool.py: copies of labelled images excluded)."""
+    from toothseg.pseudo.pool import unlabelled_pool
+    from toothseg.train.dataset import TrainItem
+
+    pool = unlabelled_pool(run)
+    if not pool.samples:
+        raise InputError(run.samples, f"no unlabelled image for consistency training ({len(pool.skipped)} skipped "
+                         "as copies of labelled images or dropped)",
+                         "add unlabelled X-rays (DIR/unlabelled/) and rerun 'toothseg prepare'")
+    return [TrainItem(s.key, s.image_path, pseudo=True) for s in pool.samples]
+
+
+ARCH_KEYS = ("name", "encoder", "decoder_channels", "extra")  # what must match for a teacher's weights to fit
+
+
+def teacher_weights(run: RunDir, teacher: str, fold: int, model: ModelConfig | None = None) -> Path | None:
+    """The teacher's fold-``fold`` checkpoint to warm-start from; None for a bundle teacher (no per-fold family)
+    or a teacher of another architecture than ``model`` (the student's)."""
+    if teacher == "bundle":
+        log.warning("teacher 'bundle' has no per-fold weights: students start from scratch (set pseudo.teacher "
+                    "to a train/<tag> to warm-start them)")
+        return None
+    info = run.train_dir / teacher / "model.json"
+    if model is not None and info.is_file():
+        t_arch = {k: (read_json(info).get("model") or {}).get(k) for k in ARCH_KEYS}
+        s_arch = {k: v for k, v in model.model_dump(mode="json").items() if k in ARCH_KEYS}
+        if t_arch != s_arch:
+            log.warning("teacher %s is a %s/%s, the student a %s/%s: students start from scratch (set "
+                        "pseudo.teacher to a family of the student's architecture to warm-start them)", teacher,
+                        t_arch["name"], t_arch["encoder"], s_arch["name"], s_arch["encoder"])
+            return None
+    ckpt = run.train_dir / teacher / f"fold{fold}" / "best.ckpt"
+    if not ckpt.is_file():
+        raise InputError(ckpt, f"teacher '{teacher}' has no fold {fold} weights to warm-start from",
+                         f"train fold {fold} of the teacher first or set pseudo.warm_start=false")
+    return ckpt
 
 
 def student_tag(teacher_tag: str, schedule: str, soft: bool, round_: int) -> str:
@@ -184,10 +242,16 @@ def balance(labelled: list, pseudo: list, share: float) -> list:
 
 
 def _fit_stages(cfg: Config, stages: list[Stage], lab: list, val: list, pseudo: list, tag_dir: Path, fold: int,
-                max_time: str | None, resume: bool) -> Path:
-    """Train one fold through the schedule's stages; returns the final stage's folder (RUN/train/<tag>/fold<k>)."""
-    from toothseg.train.engine import score_fold
+                max_time: str | None, resume: bool, warm: Path | None = None, unlabelled: list | None = None) -> Path:
+    """Train one fold through the schedule's stages; returns the final stage's folder (RUN/train/<tag>/fold<k>).
+
+    ``warm``: the teacher's fold checkpoint every stage that does not continue a previous one starts from.
+    ``unlabelled``: the pool an ``unlabelled`` (consistency) stage pairs with its labelled images.
+    """
+    from toothseg.pseudo.consistency import ConsistencyModule
     from toothseg.train.fit import fit_model
+    from toothseg.train.engine import score_fold
+    from toothseg.train.module import SegModule
 
     prev: Path | None = None
     final = tag_dir / f"fold{fold}"
@@ -208,14 +272,16 @@ def _fit_stages(cfg: Config, stages: list[Stage], lab: list, val: list, pseudo: 
         scfg.train.max_steps = budget["max_steps"]
         log.info("fold %s %s: %d labelled (incl. repeats) + %d pseudo items, budget %s", fold, st.name,
                  len(lab_st) if st.labelled else 0, len(pseudo) if st.pseudo else 0, budget)
-        init = prev if st.init_from_previous else None
+        init = prev if st.init_from_previous else warm
         fit_model(scfg, items, val, out, init_weights=init, max_time=budget["max_time"], epochs=budget["epochs"],
-                  resume=resume)
+                  resume=resume, unlabelled_items=unlabelled if st.unlabelled else None,
+                  module_cls=ConsistencyModule if st.unlabelled else SegModule)
         if i == len(stages) - 1:
             score_fold(cfg, out / "best.ckpt", val, out)  # oof.csv + oof/ maps, as supervised training writes
         write_json(done, {"stage": st.name, "labelled": st.labelled, "pseudo": st.pseudo, "budget": budget,
                           "labelled_copies": len(lab_st) // max(1, len(lab)) if st.labelled else 0,
-                          "n_train": len(items), "n_val": len(val), "init": str(init) if init else None})
+                          "n_train": len(items), "n_val": len(val), "init": str(init) if init else None,
+                          "n_unlabelled": len(unlabelled or []) if st.unlabelled else 0})
         prev = out / "best.ckpt"
     return final
 
@@ -259,7 +325,8 @@ def retrain(run: str | Path, schedule: str | None = None, rounds: int | None = N
     if bad:
         raise ConfigError(f"fold {bad[0]} is not in {rd.folds} (folds {sorted(fold_map)}); pick existing folds")
     uses_pseudo = any(st.pseudo for st in stages)
-    base = teacher or cfg.pseudo.teacher or (default_teacher(rd) if uses_pseudo else None)
+    has_teacher = cfg.pseudo.schedule != "labelled"
+    base = teacher or cfg.pseudo.teacher or (default_teacher(rd) if has_teacher else None)
     if base is None:  # labelled-only: named after the model, no teacher needed
         from toothseg.train.engine import model_tag
 
@@ -273,22 +340,30 @@ def retrain(run: str | Path, schedule: str | None = None, rounds: int | None = N
         p_items: list = []
         if uses_pseudo:
             _ensure_pseudo(rd, current_teacher, pdir, fold_ids)
-            p_items = pseudo_items(rd, pdir, soft=cfg.pseudo.soft, weight=cfg.pseudo.pseudo_weight)
+            p_items = pseudo_items(rd, pdir, soft=cfg.pseudo.soft, weight=cfg.pseudo.pseudo_weight,
+                                   pixel_confidence=cfg.pseudo.pixel_confidence)
+        u_items = unlabelled_items(rd) if any(st.unlabelled for st in stages) else None
         tag = student_tag(base, cfg.pseudo.schedule, cfg.pseudo.soft, r)
         tag_dir = rd.train_dir / tag
-        fold_dirs = []
+        fold_dirs, warmed = [], []
+        p = cfg.pseudo
         for k in fold_ids:
             lab = labelled_items(rd, fold_map[k]["train"])
             val = labelled_items(rd, fold_map[k]["val"])
-            fold_dirs.append(_fit_stages(cfg, stages, lab, val, p_items, tag_dir, k, max_time, resume))
+            warm = teacher_weights(rd, current_teacher, k, cfg.model) if has_teacher and p.warm_start else None
+            warmed.append(warm is not None)
+            fold_dirs.append(_fit_stages(cfg, stages, lab, val, p_items, tag_dir, k, max_time, resume, warm,
+                                         u_items))
         cv = cv_metrics(fold_dirs)
         write_model_json(tag_dir, tag, cfg.model, (cfg.model.scales or cfg.train.scales)[0], cfg.train.resize, extra={
-            "schedule": cfg.pseudo.schedule, "soft": cfg.pseudo.soft, "round": r,
-            "teacher": current_teacher if uses_pseudo else None, "pseudo_dir": str(pdir) if uses_pseudo else None,
-            "n_pseudo": len(p_items), "pretrain_share": cfg.pseudo.pretrain_share})
+            "schedule": p.schedule, "soft": p.soft, "round": r, "teacher": current_teacher if has_teacher else None,
+            "pseudo_dir": str(pdir) if uses_pseudo else None, "n_pseudo": len(p_items),
+            "n_unlabelled": len(u_items or []), "pretrain_share": p.pretrain_share,
+            "warm_start": bool(warmed) and all(warmed), "pixel_confidence": p.pixel_confidence,
+            "pseudo_strong_aug": p.pseudo_strong_aug})
         log.info("%s: CV Dice %.4f IoU %.4f HD95 %.2f over %d images", tag, cv["dice"], cv["iou"], cv["hd95"],
                  cv["n_images"])
-        summary["rounds"].append({"round": r, "tag": tag, "teacher": current_teacher if uses_pseudo else None,
+        summary["rounds"].append({"round": r, "tag": tag, "teacher": current_teacher if has_teacher else None,
                                   "n_pseudo": len(p_items), **cv})
         current_teacher = tag
     summary["tag"] = summary["rounds"][-1]["tag"]

@@ -27,9 +27,11 @@ from toothseg.models.pretrained import load_pretrained
 from toothseg.rundir import read_json, write_json
 from toothseg.train.augment import build_augment
 from toothseg.train.budget import BudgetSchedule
-from toothseg.train.dataset import SegDataset, TrainItem
+from toothseg.train.dataset import PairedDataset, SegDataset, TrainItem
 from toothseg.train.logs import flatten_metrics
 from toothseg.train.module import SegModule
+from toothseg.train.snapshots import Snapshots
+from toothseg.train.strong_augment import build_strong_photometric
 
 log = logging.getLogger("toothseg")
 
@@ -114,7 +116,8 @@ def fit_model(cfg: Config, train_items: list[TrainItem], val_items: list[TrainIt
               init_weights: Path | None = None, max_time: str | None = None, resume: bool = False,
               epochs: int | None = None, *, model_cfg: ModelConfig | None = None,
               scale: tuple[int, int] | None = None, overwrite: bool = False,
-              callbacks: list[L.Callback] | None = None) -> FitResult:
+              callbacks: list[L.Callback] | None = None, unlabelled_items: list[TrainItem] | None = None,
+              module_cls: type[SegModule] = SegModule) -> FitResult:
     """Train ``model_cfg`` (default ``cfg.model``) at ``scale`` (default its first own scale, else of ``train.scales``).
 
     Writes ``out_dir/{best,last}.ckpt``, ``metrics.csv`` and ``fit.json``. ``best`` is chosen by val Dice (at
@@ -122,6 +125,8 @@ def fit_model(cfg: Config, train_items: list[TrainItem], val_items: list[TrainIt
     (a folder already finished returns its recorded result); without it an existing folder with checkpoints is
     refused unless ``overwrite``. ``init_weights``: a checkpoint/state dict to start from (e.g. a pseudo-label
     pretrained model). ``max_time``/``epochs`` override ``cfg.train``; ``callbacks`` are added to the Trainer's.
+    ``unlabelled_items``: each training sample is paired with one of them (weak + strong view) for ``module_cls``
+    (e.g. `toothseg.pseudo.consistency.ConsistencyModule`) to learn from.
     """
     out_dir = Path(out_dir)
     tcfg = cfg.train
@@ -147,10 +152,15 @@ def fit_model(cfg: Config, train_items: list[TrainItem], val_items: list[TrainIt
 
     _set_threads(cfg)
     L.seed_everything(tcfg.seed, workers=True, verbose=False)
-    train_ds = SegDataset(train_items, size, tcfg.resize, build_augment(tcfg.augment))
+    pcfg = cfg.pseudo
+    train_ds = SegDataset(train_items, size, tcfg.resize, build_augment(tcfg.augment),
+                          strong=build_strong_photometric() if pcfg.pseudo_strong_aug else None,
+                          pixel_threshold=pcfg.confidence_threshold if pcfg.pixel_confidence else None)
+    if unlabelled_items:
+        train_ds = PairedDataset(train_ds, unlabelled_items, build_strong_photometric(), tcfg.seed)
     val_ds = SegDataset(val_items, size, tcfg.resize, None) if val_items else None
-    module = SegModule(model=mcfg.model_dump(mode="json"), scale=list(size), resize=tcfg.resize,
-                       train=tcfg.model_dump(mode="json"))
+    module = module_cls(model=mcfg.model_dump(mode="json"), scale=list(size), resize=tcfg.resize,
+                        train=tcfg.model_dump(mode="json"), pseudo=pcfg.model_dump(mode="json"))
     if ckpt_path is None:
         _init_weights(module, mcfg, init_weights)
 
@@ -166,6 +176,8 @@ def fit_model(cfg: Config, train_items: list[TrainItem], val_items: list[TrainIt
                                          enable_version_counter=False))
     train_loader = _loader(train_ds, tcfg.batch_size, True, tcfg.num_workers)
     val_loader = _loader(val_ds, tcfg.batch_size, False, tcfg.num_workers) if val_ds is not None else None
+    if pcfg.stability_keep > 0:  # snapshots for the ST++ pseudo-label filter
+        callbacks.append(Snapshots(out_dir))
     if budget is not None:
         callbacks.append(BudgetSchedule(n_epochs, len(val_loader) if val_loader is not None else 0))
     trainer = L.Trainer(

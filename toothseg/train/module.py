@@ -1,7 +1,8 @@
 """The LightningModule: network (``self.model``), loss, mixup, per-epoch metrics, AdamW + warm-up/cosine schedule.
 
 hparams hold what inference needs to rebuild the network without the run's config: ``model`` (the ModelConfig
-dict), ``scale`` ([h, w]), ``resize`` and the ``train`` section. Checkpoint keys are ``model.<...>``.
+dict), ``scale`` ([h, w]), ``resize`` and the ``train`` section (and, when semi-supervised, the ``pseudo``
+section). Checkpoint keys are ``model.<...>``.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from typing import Any
 import lightning as L
 import torch
 
-from toothseg.config import ModelConfig, TrainConfig
+from toothseg.config import ModelConfig, PseudoConfig, TrainConfig
 from toothseg.models.factory import create_model
 from toothseg.train.losses import SegLoss
+from toothseg.train.strong_augment import cutmix
 
 MIXUP_ALPHA = 0.4
 MIN_LR_FACTOR = 0.01  # cosine decays to 1% of the peak learning rate
@@ -43,10 +45,14 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
 
 
 class SegModule(L.LightningModule):
-    def __init__(self, model: dict[str, Any], scale: list[int], resize: str, train: dict[str, Any]) -> None:
+    def __init__(self, model: dict[str, Any], scale: list[int], resize: str, train: dict[str, Any],
+                 pseudo: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.tcfg = TrainConfig.model_validate(train)
+        # known keys only: a checkpoint must stay loadable when the pseudo section gains or loses a setting
+        self.pcfg = PseudoConfig.model_validate({k: v for k, v in (pseudo or {}).items()
+                                                 if k in PseudoConfig.model_fields})
         # Weights are applied by the engine before fitting, so restoring a checkpoint never needs the weights file.
         self.model = create_model(ModelConfig.model_validate(model), load_weights=False)
         self.loss = SegLoss(self.tcfg.loss)
@@ -81,19 +87,34 @@ class SegModule(L.LightningModule):
         x[a] = lam * x[a] + (1 - lam) * batch["image"][b]
         y[a] = lam * y[a] + (1 - lam) * batch["target"][b]
         hard[a] = False
-        return {**batch, "image": x, "target": y, "hard": hard}
+        out = {**batch, "image": x, "target": y, "hard": hard}
+        if "valid" in batch:  # a blended pixel counts only where both sources are confident
+            valid = batch["valid"].clone()
+            valid[a] = valid[a] & batch["valid"][b]
+            out["valid"] = valid
+        return out
+
+    def _cutmix_pseudo(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """CutMix among the batch's pseudo-labelled samples (``pseudo.pseudo_strong_aug``); labelled ones untouched."""
+        if not self.pcfg.pseudo_strong_aug or self.pcfg.cutmix_p <= 0 or "valid" not in batch:
+            return batch
+        idx = torch.nonzero(batch["pseudo"]).flatten()
+        (x, y, valid), _, _ = cutmix([batch["image"], batch["target"], batch["valid"]], self.pcfg.cutmix_p, idx)
+        return {**batch, "image": x, "target": y, "valid": valid}
 
     # -- steps -------------------------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        batch = self._mixup(batch)
+        batch = self._mixup(self._cutmix_pseudo(batch))
         logits = self(batch["image"])
-        loss, parts = self.loss(logits, batch["target"], batch["hard"], batch["weight"])
-        bs = batch["image"].shape[0]
+        loss, parts = self.loss(logits, batch["target"], batch["hard"], batch["weight"], batch.get("valid"))
+        self.log_train(loss, parts, batch["image"].shape[0])
+        return loss
+
+    def log_train(self, loss: torch.Tensor, parts: dict[str, torch.Tensor], bs: int) -> None:
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=True)
         for k, v in parts.items():
             self.log(f"train_{k}", v, on_step=False, on_epoch=True, batch_size=bs, sync_dist=True)
         self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=False, on_epoch=True, batch_size=bs)
-        return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         logits = self(batch["image"])

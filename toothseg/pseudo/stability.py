@@ -1,0 +1,60 @@
+"""ST++ image filter: how stable a teacher's prediction of an unlabelled image was over its training.
+
+For each fold of the teacher, the snapshots taken at 1/3 and 2/3 of training (`train/snapshots.py`) and the
+fold's ``best.ckpt`` predict the image at network resolution; the image's stability is the mean Dice of each
+snapshot's mask against the best checkpoint's, averaged over folds. Pseudo-labelling keeps the most stable share
+(``pseudo.stability_keep``) among the images its confidence selection kept.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from toothseg.data.preprocess import to_network
+from toothseg.errors import InputError
+from toothseg.train.snapshots import SNAPSHOTS
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    s = int(a.sum()) + int(b.sum())
+    return 1.0 if s == 0 else 2.0 * float(np.logical_and(a, b).sum()) / s
+
+
+class StabilityScorer:
+    """Loads every fold's (snapshot1, snapshot2, best) networks of ``train/<tag>``; ``score(img)`` -> [0, 1]."""
+
+    def __init__(self, tag_dir: Path, folds: list[int] | None = None) -> None:
+        from toothseg.train.module import SegModule
+
+        fold_dirs = sorted(d for d in Path(tag_dir).glob("fold*") if d.name[4:].isdigit()
+                           and (folds is None or int(d.name[4:]) in folds))
+        if not fold_dirs:
+            raise InputError(tag_dir, "no trained folds to measure stability with", "train the teacher first")
+        self.folds: list[list[torch.nn.Module]] = []
+        for fd in fold_dirs:
+            best = SegModule.load_from_checkpoint(str(fd / "best.ckpt"), map_location="cpu")
+            self.size, self.resize = tuple(best.hparams["scale"]), best.hparams["resize"]
+            nets = []
+            for name in SNAPSHOTS:
+                path = fd / name
+                if not path.is_file():
+                    raise InputError(path, "no training snapshot for the stability filter",
+                                     "train the teacher with pseudo.stability_keep > 0 set (snapshots are saved "
+                                     "during training) or set pseudo.stability_keep=0")
+                net = SegModule(**{k: best.hparams[k] for k in ("model", "scale", "resize", "train")}).model
+                net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+                nets.append(net.eval())
+            self.folds.append(nets + [best.model.eval()])
+
+    @torch.no_grad()
+    def score(self, img_u8: np.ndarray) -> float:
+        x, _ = to_network(img_u8, self.size, self.resize)
+        t = torch.from_numpy(x)[None, None]
+        per_fold = []
+        for nets in self.folds:
+            masks = [(net(t)[0, 0] > 0).numpy() for net in nets]
+            per_fold.append(float(np.mean([_dice(m, masks[-1]) for m in masks[:-1]])))
+        return float(np.mean(per_fold))
