@@ -3,7 +3,8 @@
 BCE and (soft) Dice accept probability targets, so teacher probabilities (distillation) and mixup-blended masks
 train through them directly. Lovasz-hinge is defined for binary labels only, so it is computed on the samples of
 the batch whose target is hard (``hard`` flag); a batch without any contributes 0. A sample's ``weight`` scales
-its pixel-wise BCE term (the Dice and Lovasz terms are computed over the batch).
+its pixel-wise BCE term (the Dice and Lovasz terms are computed over the batch). The optional boundary term
+(`toothseg.train.boundary`), aimed at HD95, also needs binary targets and is computed on the hard samples.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from torch import nn
 
 from toothseg.config import LossConfig
 from toothseg.errors import ConfigError
+from toothseg.train.boundary import boundary_loss
 
 
 class SegLoss(nn.Module):
-    """``forward(logits, target, hard=None, weight=None) -> (total, {"bce", "dice", "lovasz"})``."""
+    """``forward(logits, target, hard=None, weight=None) -> (total, {"bce", "dice", "lovasz", "boundary"})``."""
 
     def __init__(self, cfg: LossConfig) -> None:
         super().__init__()
@@ -39,6 +41,8 @@ class SegLoss(nn.Module):
             weight = torch.ones(b, dtype=torch.float32, device=logits.device)
         zero = logits.new_zeros(())
         parts = {"bce": zero, "dice": zero, "lovasz": zero}
+        if self.cfg.boundary > 0:
+            parts["boundary"] = zero
         if self.cfg.bce > 0:
             per = F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(1).mean(1)
             w = weight.float()
@@ -47,5 +51,9 @@ class SegLoss(nn.Module):
             parts["dice"] = self.dice(logits, target)
         if self.cfg.lovasz > 0 and bool(hard.any()):
             parts["lovasz"] = self.lovasz(logits[hard], (target[hard] > 0.5).float())
+        if self.cfg.boundary > 0 and bool(hard.any()):
+            parts["boundary"] = boundary_loss(logits[hard], target[hard])
         total = self.cfg.bce * parts["bce"] + self.cfg.dice * parts["dice"] + self.cfg.lovasz * parts["lovasz"]
+        if self.cfg.boundary > 0:
+            total = total + self.cfg.boundary * parts["boundary"]
         return total, parts
