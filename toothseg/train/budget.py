@@ -47,7 +47,7 @@ def plan_total_steps(done: int, remaining_s: float, step_s: float, val_s: float,
         small_end = int(small_share * total)
         n_small = max(0, min(total, small_end) - done)
         n_full = total - done - n_small
-        vals = total // max(val_interval, 1) - done // max(val_interval, 1)
+        vals = (total - 1) // max(val_interval, 1) - done // max(val_interval, 1)  # the final one is reserved
         ckpts = total // max(ckpt_interval, 1) - done // max(ckpt_interval, 1)
         return (n_small * small_ratio + n_full) * step_s + vals * (val_s + ckpt_s) + ckpts * ckpt_s
 
