@@ -211,7 +211,7 @@ def fit_model(cfg: Config, train_items: list[TrainItem], val_items: list[TrainIt
     if planner is not None:
         write_json(out_dir / "budget.json", planner.report(trainer))
     if tcfg.profile:
-        info = profile_summary(phases, seconds, {
+        info = profile_summary(phases, time.monotonic() - t0, {
             "precision": precision, "num_workers": workers, "cache": tcfg.cache,
             "channels_last": use_channels_last(tcfg.channels_last, mcfg.encoder, module.device.type),
             "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
