@@ -93,6 +93,31 @@ def test_budget_is_used_and_the_partial_last_epoch_is_validated(tmp_path, monkey
     assert ck["lr_schedulers"][0]["_last_lr"][0] < 0.02 * cfg.train.lr
 
 
+class Crash(L.Callback):
+    def __init__(self, at_step: int) -> None:
+        self.at_step = at_step
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == self.at_step:
+            raise RuntimeError("killed")
+
+
+def test_budget_survives_resume(tmp_path, monkeypatch):
+    run, cfg, train, val = _split(tmp_path)
+    cost = FakeCost()
+    monkeypatch.setattr(phases, "CLOCK", cost.clock)
+    monkeypatch.setattr(budget, "MARGIN_S", 0.5)
+    with pytest.raises(RuntimeError, match="killed"):
+        fit_model(cfg, train, val, run / "f", max_time="00:00:40", epochs=1000, callbacks=[cost, Crash(10)])
+    spent = torch.load(run / "f" / "last.ckpt", map_location="cpu", weights_only=False)["callbacks"]
+    assert any(v.get("spent", 0) > 0 for v in spent.values() if isinstance(v, dict))
+    cost.t += 500.0  # the time between the crash and the restart is not training time
+    res = fit_model(cfg, train, val, run / "f", max_time="00:00:40", epochs=1000, resume=True, callbacks=[cost])
+    info = json.loads((run / "f" / "budget.json").read_text())
+    assert res.global_step == info["planned_steps"] > 10
+    assert 0.9 <= info["used_share"] <= 1.0  # both sessions together (up to the crash's last checkpoint)
+
+
 # -- cache -----------------------------------------------------------------------------------------------------
 def test_cache_reads_each_file_once_and_matches_uncached(tmp_path, monkeypatch):
     _, cfg, train, _ = _split(tmp_path, n=6)

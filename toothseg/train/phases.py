@@ -9,6 +9,7 @@ ModelCheckpoint included, goes through it); both are taken out of the step they 
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections import deque
 from typing import Any, Callable
@@ -118,17 +119,17 @@ class PhaseTimes(L.Callback):
     def step_seconds(self, small_ratio: float) -> float | None:
         """Seconds per full-scale optimizer step (from small-scale steps / ``small_ratio`` while no full-scale one
         was seen), or None before any step."""
-        if self.full:
-            return sum(self.full) / len(self.full)
+        if self.full:  # medians: a first step (kernel set-up) or a stall on a shared machine must not steer the plan
+            return statistics.median(self.full)
         if self.small:
-            return sum(self.small) / len(self.small) / max(small_ratio, 1e-9)
+            return statistics.median(self.small) / max(small_ratio, 1e-9)
         return None
 
     def small_ratio(self, default: float) -> float:
         """Measured cost of a small-scale step relative to a full one (``default`` until both were seen)."""
         if not self.small or not self.full:
             return default
-        return min(1.0, (sum(self.small) / len(self.small)) / max(sum(self.full) / len(self.full), 1e-9))
+        return min(1.0, statistics.median(self.small) / max(statistics.median(self.full), 1e-9))
 
     def summary(self) -> dict[str, float]:
         return {"batches": self.batches, "images": self.images, "steps": self.steps,
