@@ -144,7 +144,7 @@ class BudgetSchedule(L.Callback):
         # Let the epoch loop run on into the epoch the plan ends in; this callback stops it on the planned step.
         trainer.fit_loop.max_epochs = min(self.max_epochs, max(trainer.current_epoch + 1, math.ceil(total / spe)))
         pl_module.total_steps = total
-        if step < getattr(pl_module, "warmup_steps", 0) or step == PROBE_STEPS:
+        if step < getattr(pl_module, "warmup_steps", 0):  # still warming up: size the warm-up to the plan
             pl_module.warmup_steps = min(int(round(self.warmup_epochs * spe)), int(WARMUP_MAX_SHARE * total))
         pl_module.apply_schedule()
 

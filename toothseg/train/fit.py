@@ -30,7 +30,7 @@ from toothseg.rundir import read_json, write_json
 from toothseg.train.augment import build_augment
 from toothseg.train.budget import BudgetSchedule, budget_seconds
 from toothseg.train.dataset import SegDataset, TrainItem
-from toothseg.train.hardware import cpu_has_bf16, resolve_workers, use_channels_last
+from toothseg.train.hardware import cpu_has_bf16, resolve_workers
 from toothseg.train.logs import flatten_metrics
 from toothseg.train.module import SegModule
 from toothseg.train.phases import PhaseTimes
@@ -213,7 +213,7 @@ def fit_model(cfg: Config, train_items: list[TrainItem], val_items: list[TrainIt
     if tcfg.profile:
         info = profile_summary(phases, time.monotonic() - t0, {
             "precision": precision, "num_workers": workers, "cache": tcfg.cache,
-            "channels_last": use_channels_last(tcfg.channels_last, mcfg.encoder, module.device.type),
+            "channels_last": bool(getattr(module, "_channels_last", False)),
             "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
             "budget": planner.report(trainer) if planner is not None else None})
         write_json(out_dir / "profile.json", info)

@@ -36,6 +36,7 @@ def cpu_has_bf16() -> bool:
 
 
 def use_channels_last(setting: bool | str, encoder: str, device_type: str) -> bool:
+    """``encoder``: the smp encoder name, or '' for families without one (SAM-ViT)."""
     if setting != "auto":
         return bool(setting)
     return device_type == "cpu" and any(f in encoder.lower() for f in _CHANNELS_LAST_FAMILIES)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from toothseg.config import ModelConfig, TrainConfig
-from toothseg.models.factory import create_model
+from toothseg.models.factory import create_model, uses_encoder
 from toothseg.train.hardware import use_channels_last
 from toothseg.train.losses import SegLoss
 
@@ -79,8 +79,9 @@ class SegModule(L.LightningModule):
         return self.model(x)
 
     def on_fit_start(self) -> None:
-        self._channels_last = use_channels_last(self.tcfg.channels_last, self.hparams["model"].get("encoder", ""),
-                                                self.device.type)
+        mcfg = ModelConfig.model_validate(self.hparams["model"])
+        encoder = mcfg.encoder if uses_encoder(mcfg) else ""
+        self._channels_last = use_channels_last(self.tcfg.channels_last, encoder, self.device.type)
         if self._channels_last:
             self.model.to(memory_format=torch.channels_last)
 
