@@ -111,7 +111,8 @@ def train_arm(name: str, sets: list[str], a: argparse.Namespace, work: Path, env
         cv2.imwrite(str(pred / png.name), ((prob >= 128) * 255).astype("uint8"))
     return {"precision": prof.get("precision"), "steps": prof["steps"], "images_seen": prof["images"],
             "seconds_used": budget["used_s"], "budget_s": budget["budget_s"], "budget_used": budget["used_share"],
-            "fit_wall_s": round(wall, 1), "channels_last": prof.get("channels_last"), "workers": prof.get("num_workers"),
+            "fit_wall_s": round(wall, 1), "channels_last": prof.get("channels_last"),
+            "workers": prof.get("num_workers"),
             "profile": prof, "sets": sets}
 
 

@@ -110,9 +110,9 @@ class TrainConfig(_Section):
     devices: int | str = 1
     num_nodes: int = 1
     strategy: str = "auto"
-    num_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = Field("auto", description="DataLoader worker processes; 'auto': none "
-                                                "on CPUs with up to 2 cores or with the cache on a CPU-only run "
-                                                "(the cache makes loading cheap), else min(4, cores // 2)")
+    num_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
+        "auto", description="DataLoader worker processes; 'auto': none on CPUs with up to 2 cores or with the cache "
+        "on a CPU-only run (the cache makes loading cheap), else min(4, cores // 2)")
     threads: int | None = Field(None, description="torch CPU threads; None = all cores")
     seed: int = 42
 
