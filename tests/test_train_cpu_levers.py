@@ -246,3 +246,17 @@ def test_levers_train_together_on_a_budget(tmp_path):
     prof = json.loads((run / "f" / "profile.json").read_text())
     assert res.global_step == 3 == prof["steps"]  # 4 training images: 2 batches/epoch, 2 per optimizer step
     assert prof["images"] == 3 * 2 * 2 and set(prof["seconds_by_phase"]) >= {"data", "compute", "val", "ckpt"}
+
+
+def test_train_profile_flag_prints_and_writes_the_split(tmp_path):
+    from typer.testing import CliRunner
+
+    from toothseg.cli import app
+
+    run, _ = make_run(tmp_path, n=8, overrides=["train.batch_size=2", "train.augment=none", "train.threads=1",
+                                                "train.hard_fraction=0"])
+    res = CliRunner().invoke(app, ["train", str(run), "--fold", "0", "--profile", "--max-time", "00:00:30"])
+    assert res.exit_code == 0, res.output
+    assert "steps/min" in res.output and "images/s" in res.output and "budget:" in res.output
+    prof = json.loads(next((run / "train").glob("*/fold0/profile.json")).read_text())
+    assert prof["steps"] > 0 and prof["precision"] and prof["budget"]["used_s"] <= 30 + 5
