@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -60,6 +60,9 @@ class LossConfig(_Section):
     bce: float = Field(1.0, ge=0)
     dice: float = Field(1.0, ge=0)
     lovasz: float = Field(1.0, ge=0)
+    boundary: float = Field(0.0, ge=0, description="weight of a boundary (Hausdorff distance-transform) term aimed "
+                            "at HD95 (MONAI HausdorffDTLoss on hard-labelled samples; scipy distance transforms, "
+                            "a few ms per image on CPU); 0 = off")
 
 
 class TrainConfig(_Section):
@@ -77,17 +80,39 @@ class TrainConfig(_Section):
     augment: Literal["none", "light", "strong"] = "strong"
     hard_fraction: float = Field(0.1, ge=0, le=1, description="share of lowest-scoring OOF samples oversampled")
     hard_repeat: int = Field(1, ge=0, description="extra copies of each hard sample per epoch")
-    max_time: str | None = Field(None, description="wall-clock budget per model, HH:MM:SS")
+    max_time: str | None = Field(None, description="wall-clock budget per model, HH:MM:SS; training is planned to "
+                                 "end on it (the last epoch may be partial; validation and checkpoints included)")
     max_steps: int = Field(-1, ge=-1)
     limit_train_batches: float | int | None = None
-    val_every: int = Field(1, ge=1)
+    val_every: int = Field(1, ge=1, description="validate every N epochs; the final weights are always validated")
+    schedule: Literal["cosine", "onecycle", "linear"] = Field(
+        "cosine", description="learning-rate shape over the planned steps: 'cosine' (warm-up then cosine to 1%), "
+        "'onecycle' (30% cosine ramp from lr/25, then cosine to lr/1e4; ignores warmup_epochs), 'linear' (warm-up "
+        "then linear decay to 1%)")
+    accumulate: int = Field(1, ge=1, description="micro-batches per optimizer step (effective batch = "
+                            "batch_size x accumulate); budgets and schedules count optimizer steps")
+    ema_decay: float = Field(0.0, ge=0, lt=1, description="if > 0: validate, checkpoint and bundle an exponential "
+                             "moving average of the weights with this decay per optimizer step (0.99-0.995 suits "
+                             "budgets of a few hundred steps)")
+    progressive_share: float = Field(0.0, ge=0, le=0.9, description="first share of the planned steps trained at "
+                                     "half the scale (each side), then full scale; 0 = off")
+    cache: bool = Field(True, description="decode and fit each image and label to the network size once per run, "
+                        "in memory (exact: augmentation runs after fitting)")
+    channels_last: bool | Literal["auto"] = Field(
+        "auto", description="channels-last memory format; 'auto': on for CPU training of depthwise-conv encoders "
+        "(EfficientNet/MobileNet families: about 1.2x faster measured on AVX2), off otherwise (ResNet: slower)")
+    profile: bool = Field(False, description="time data loading, compute, validation and checkpointing; print a "
+                          "summary and write profile.json into the model folder")
     precision: str = Field("32-true", description="Lightning precision, or 'auto': 16-bit mixed on GPU, bf16-mixed "
-                           "on CPUs with native bf16, else 32-true")
+                           "on CPUs with native bf16 (not when ONEDNN_MAX_CPU_ISA caps oneDNN below "
+                           "AVX512_CORE_BF16), else 32-true")
     accelerator: str = "auto"
     devices: int | str = 1
     num_nodes: int = 1
     strategy: str = "auto"
-    num_workers: int = Field(2, ge=0)
+    num_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
+        "auto", description="DataLoader worker processes; 'auto': none on CPUs with up to 2 cores or with the cache "
+        "on a CPU-only run (the cache makes loading cheap), else min(4, cores // 2)")
     threads: int | None = Field(None, description="torch CPU threads; None = all cores")
     seed: int = 42
 
@@ -179,8 +204,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # augmentation (few epochs: under-fitting, not over-fitting, is the risk).
     "cpu": {
         "model": {"name": "unet", "encoder": "tu-tf_efficientnetv2_b0", "decoder_channels": [128, 64, 32, 16, 16]},
-        "train": {"scales": [(320, 640)], "epochs": 40, "batch_size": 4, "max_time": "00:30:00", "num_workers": 2,
-                  "augment": "light", "mixup_p": 0.0, "lr": 1e-3, "warmup_epochs": 0.3, "precision": "auto"},
+        "train": {"scales": [(320, 640)], "epochs": 40, "batch_size": 4, "max_time": "00:30:00",
+                  "num_workers": "auto", "augment": "light", "mixup_p": 0.0, "lr": 1e-3, "warmup_epochs": 0.3,
+                  "precision": "auto"},
         "predict": {"tta": ["hflip"]},
     },
     # Seconds: demo and tests.

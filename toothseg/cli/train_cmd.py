@@ -22,11 +22,13 @@ def register(app: typer.Typer) -> None:
         num_nodes: int | None = typer.Option(None, "--num-nodes", help="nodes for multi-node DDP"),
         accelerator: str | None = typer.Option(None, "--accelerator", help="cpu, gpu or auto"),
         override: list[str] = typer.Option([], "--set", help="config override section.key=value (repeatable)"),
+        profile: bool = typer.Option(False, "--profile", help="print steps/min, images/s and where the time went "
+                                     "(data, compute, validation, checkpoints); also written to profile.json"),
     ) -> None:
         """Train every configured model and scale on the run's folds (checkpoints, OOF scores, hard mining)."""
         from toothseg.api import train
 
-        sets = list(override)
+        sets = list(override) + (["train.profile=true"] if profile else [])
         for key, val in (("devices", devices), ("strategy", strategy), ("num_nodes", num_nodes),
                          ("accelerator", accelerator)):
             if val is not None:
@@ -36,5 +38,13 @@ def register(app: typer.Typer) -> None:
         for tag, info in out.get("models", {}).items():
             typer.echo(f"{tag}: folds {info['folds']}  CV Dice {info['cv_dice']:.4f}  IoU {info['cv_iou']:.4f}  "
                        f"HD95 {info['cv_hd95']:.1f} px  ({run / 'train' / tag})")
+        if profile:
+            from toothseg.rundir import read_json
+            from toothseg.train.profile import profile_lines
+
+            for f in sorted((run / "train").glob("*/fold*/profile.json")):
+                typer.echo(f"profile {f.parent.parent.name}/{f.parent.name}:")
+                for line in profile_lines(read_json(f)):
+                    typer.echo(f"  {line}")
         if out.get("bundle"):
             typer.echo(f"bundle: {out['bundle']}")

@@ -1,81 +1,164 @@
-"""Fit a cosine schedule to a wall-clock budget.
+"""Spend a wall-clock budget on training steps: plan how many optimizer steps fit, and end exactly there.
 
-With ``--max-time`` the number of epochs that fit is unknown up front. After every epoch (training plus
-validation) this callback measures the mean epoch time, works out how many *whole* epochs still fit in the time
-left, and resizes both the epoch limit and the cosine schedule to end there. Training therefore ends on a
-validated epoch with the learning rate at its minimum instead of being cut mid-epoch at a high rate; Lightning's
-own ``max_time`` stays in place as the hard stop. The budget survives ``--resume`` (Lightning's Timer state is in
-the checkpoint). On a shared machine the per-epoch time moves, so the schedule end is re-estimated each epoch.
+With ``--max-time`` the number of steps that fit is unknown up front. `BudgetSchedule` measures (through
+`toothseg.train.phases.PhaseTimes`) what one optimizer step, one validation and one checkpoint write cost, and
+every few steps re-plans the total step count so that the remaining steps, the validations and checkpoints they
+trigger, and a reserve for the final validation and checkpoint writes all fit in the time left (`plan_total_steps`).
+The learning-rate schedule (warm-up and decay) is re-sized to that total each time, the last epoch may be partial,
+and when the plan is reached training stops with a validation of the final weights (so they can become best.ckpt).
+Lightning's own ``max_time`` Timer stays in place as the hard stop. The time already spent survives ``--resume``
+(it is part of this callback's checkpoint state). Under DDP rank 0's plan is broadcast, so every rank stops on
+the same step.
 """
 
 from __future__ import annotations
 
+import json
 import math
-import time
+from pathlib import Path
+from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import Timer
 
-SAFETY = 0.97  # leave a little of the budget for the last validation and checkpoint writes
-PROBE_STEPS = 10  # first estimate after this many steps (for budgets where even one epoch may not fit)
-VAL_COST = 0.35  # a validation image costs about this share of a training image (forward only)
+from toothseg.train.phases import PhaseTimes, now
+
+PROBE_STEPS = 5  # first plan after this many optimizer steps
+REPLAN_EVERY = 10  # then re-plan this often (and after every validation)
+VAL_COST = 0.35  # before a validation was timed: a validation batch costs about this share of a training batch
+SMALL_COST = 0.3  # before both were timed: a half-scale step costs about this share of a full-scale one
+MARGIN_S = 2.0  # seconds kept free for what no measurement covers (loop bookkeeping, logger flushes)
+WARMUP_MAX_SHARE = 0.2  # warm-up never takes more than this share of the planned steps
+
+
+def budget_seconds(hhmmss: str) -> float:
+    h, m, s = (int(x) for x in hhmmss.split(":"))
+    return float(h * 3600 + m * 60 + s)
+
+
+def plan_total_steps(done: int, remaining_s: float, step_s: float, val_s: float, ckpt_s: float, val_interval: int,
+                     ckpt_interval: int, cap: int, small_share: float = 0.0, small_ratio: float = 1.0) -> int:
+    """Largest total of optimizer steps (>= ``done``, <= ``cap``) whose cost from step ``done`` on fits in
+    ``remaining_s``: full-scale steps at ``step_s`` (the first ``small_share`` of the total at ``small_ratio`` of
+    it), a validation (``val_s``) plus a checkpoint write every ``val_interval`` steps, a checkpoint write every
+    ``ckpt_interval`` steps, and in reserve the final validation, two checkpoint writes (best, last) and MARGIN_S.
+    """
+
+    def cost(total: int) -> float:
+        small_end = int(small_share * total)
+        n_small = max(0, min(total, small_end) - done)
+        n_full = total - done - n_small
+        vals = (total - 1) // max(val_interval, 1) - done // max(val_interval, 1)  # the final one is reserved
+        ckpts = total // max(ckpt_interval, 1) - done // max(ckpt_interval, 1)
+        return (n_small * small_ratio + n_full) * step_s + vals * (val_s + ckpt_s) + ckpts * ckpt_s
+
+    left = remaining_s - (val_s + 2 * ckpt_s + MARGIN_S)
+    lo, hi = done, max(done, cap)
+    if cost(lo) > left:
+        return done
+    while lo < hi:  # cost() grows with the total: bisect for the last total that fits
+        mid = (lo + hi + 1) // 2
+        if cost(mid) <= left:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 class BudgetSchedule(L.Callback):
-    def __init__(self, max_epochs: int, val_batches: int = 0) -> None:
+    """Plans, re-plans and ends training on a wall-clock budget of ``budget_s`` seconds (see the module doc)."""
+
+    def __init__(self, budget_s: float, phases: PhaseTimes, max_epochs: int, val_batches: int = 0,
+                 val_every: int = 1, ckpt_every: int = 0, max_steps: int = -1, warmup_epochs: float = 0.0,
+                 progressive_share: float = 0.0) -> None:
+        self.budget_s = float(budget_s)
+        self.phases = phases
         self.max_epochs = max_epochs
         self.val_batches = val_batches
-        self._epoch_start: float | None = None
-        self._times: list[float] = []
+        self.val_every = val_every
+        self.ckpt_every = ckpt_every
+        self.max_steps = max_steps
+        self.warmup_epochs = warmup_epochs
+        self.progressive_share = progressive_share
+        self.planned: int | None = None
+        self.spent_before = 0.0  # seconds spent in earlier (resumed) sessions
+        self._start: float | None = None
+        self._last_plan = -1
+        self._replan = False
+
+    # -- state that survives --resume -----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"spent": self.elapsed(), "planned": self.planned}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.spent_before = float(state_dict.get("spent", 0.0))
+        self.planned = state_dict.get("planned")
+
+    def elapsed(self) -> float:
+        return self.spent_before + (now() - self._start if self._start is not None else 0.0)
+
+    def remaining(self) -> float:
+        return self.budget_s - self.elapsed()
+
+    # -- hooks ---------------------------------------------------------------------------------------------------
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = now()
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._epoch_start = time.monotonic()
+        if trainer.current_epoch >= (trainer.max_epochs or 0) - 1:
+            trainer.check_val_every_n_epoch = 1  # the last epoch always ends with a validation
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._probe = (time.monotonic(), trainer.global_step)
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._replan = True
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
-        """Early estimate from the first steps: without it a budget shorter than one epoch would end with the
-        learning rate still near its peak."""
-        t0, s0 = getattr(self, "_probe", (None, None))
-        timer = _timer(trainer)
-        if t0 is None or self._times or timer is None or trainer.global_step - s0 < PROBE_STEPS:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        step = trainer.global_step
+        if step == self._last_plan or step < PROBE_STEPS:
             return
-        self._probe = (None, None)
-        per_step = (time.monotonic() - t0) / (trainer.global_step - s0)
-        spe = _steps_per_epoch(trainer)
-        epoch_time = per_step * (spe + VAL_COST * self.val_batches)
-        steps_left = timer.time_remaining() * SAFETY / max(epoch_time, 1e-6) * spe
-        epochs_fit = (trainer.global_step + steps_left) / spe
-        if epochs_fit >= 1:
-            end = min(self.max_epochs, max(1, math.floor(epochs_fit)))
-            trainer.fit_loop.max_epochs = end
-            pl_module.total_steps = end * spe
-        else:  # not even one epoch fits: let the cosine end when the time does
-            pl_module.total_steps = int(trainer.global_step + steps_left)
-        pl_module.apply_schedule()
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        timer = _timer(trainer)
-        if timer is None or self._epoch_start is None or timer.time_remaining() is None:
-            return
-        self._times.append(time.monotonic() - self._epoch_start)
-        epoch_time = sum(self._times[-3:]) / len(self._times[-3:])
-        done = trainer.current_epoch + 1
-        more = max(0, math.floor(timer.time_remaining() * SAFETY / max(epoch_time, 1e-6)))
-        end = min(self.max_epochs, done + more)
-        trainer.fit_loop.max_epochs = end
-        if end <= done:
+        if self._replan or self.planned is None or step - self._last_plan >= REPLAN_EVERY:
+            self._plan(trainer, pl_module)
+        if self.planned is not None and step >= self.planned:
             trainer.should_stop = True
+            trainer.check_val_every_n_epoch = 1  # validate the final weights (Lightning does on should_stop)
+
+    # -- planning ------------------------------------------------------------------------------------------------
+    def _plan(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        step = trainer.global_step
+        self._last_plan, self._replan = step, False
+        spe = steps_per_epoch(trainer)
+        cap = self.max_epochs * spe
+        if self.max_steps and self.max_steps > 0:
+            cap = min(cap, self.max_steps)
+        ratio = self.phases.small_ratio(SMALL_COST)
+        step_s = self.phases.step_seconds(ratio)
+        if step_s is None:
             return
-        pl_module.total_steps = end * _steps_per_epoch(trainer)
+        batch_s = step_s / max(1, trainer.accumulate_grad_batches)
+        val_s = self.phases.val_runs[-1] if self.phases.val_runs else VAL_COST * self.val_batches * batch_s
+        writes = self.phases.ckpt_writes
+        ckpt_s = sum(writes[-5:]) / len(writes[-5:]) if writes else step_s
+        total = plan_total_steps(step, self.remaining(), step_s, val_s if self.val_batches else 0.0, ckpt_s,
+                                 spe * self.val_every, self.ckpt_every or cap + 1, cap, self.progressive_share,
+                                 ratio)
+        total = int(trainer.strategy.broadcast(total, src=0))
+        self.planned = total
+        # Let the epoch loop run on into the epoch the plan ends in; this callback stops it on the planned step.
+        trainer.fit_loop.max_epochs = min(self.max_epochs, max(trainer.current_epoch + 1, math.ceil(total / spe)))
+        pl_module.total_steps = total
+        if step < getattr(pl_module, "warmup_steps", 0):  # still warming up: size the warm-up to the plan
+            pl_module.warmup_steps = min(int(round(self.warmup_epochs * spe)), int(WARMUP_MAX_SHARE * total))
         pl_module.apply_schedule()
 
+    def report(self, trainer: L.Trainer) -> dict[str, Any]:
+        spe = steps_per_epoch(trainer)
+        return {"budget_s": self.budget_s, "used_s": round(self.elapsed(), 2),
+                "used_share": round(self.elapsed() / self.budget_s, 4) if self.budget_s else None,
+                "planned_steps": self.planned, "steps": int(trainer.global_step), "steps_per_epoch": spe,
+                "partial_last_epoch": bool(trainer.global_step % spe)}
 
-def _timer(trainer: L.Trainer) -> Timer | None:
-    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
-    return timer if timer is not None and timer.time_remaining() is not None else None
+
+def write_report(path: Path, info: dict[str, Any]) -> None:
+    path.write_text(json.dumps(info, indent=2))
 
 
-def _steps_per_epoch(trainer: L.Trainer) -> int:
+def steps_per_epoch(trainer: L.Trainer) -> int:
     return max(1, int(trainer.num_training_batches) // max(1, trainer.accumulate_grad_batches))

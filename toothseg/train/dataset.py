@@ -5,6 +5,11 @@ Pixels go through the shared preprocessing (`toothseg.data.preprocess`): the ima
 exactly as `to_network` does (`fit` with INTER_AREA), augmented on uint8, then `normalise`d; without augmentation
 this is `to_network` itself, so training and inference see identical pixels. Masks are fitted with nearest
 neighbour; soft (distillation) targets bilinearly.
+
+Decoding a full-size X-ray and fitting it costs more than many augmentations, so with ``cache`` each item's fitted
+uint8 image and target are kept in memory after the first read (about 0.4 MB per item at 320x640). This is exact:
+everything random happens after fitting. `SegDataset.warm` fills the cache up front so that DataLoader workers
+forked afterwards share it instead of each decoding every file again.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import torch
 from torch.utils.data import Dataset
 
 from toothseg.data.io import read_image, read_mask
-from toothseg.data.preprocess import fit, normalise, to_network
+from toothseg.data.preprocess import fit, normalise
 from toothseg.errors import InputError
 
 log = logging.getLogger("toothseg")
@@ -72,15 +77,36 @@ def confident_pixels(prob_u8: np.ndarray, threshold: float) -> np.ndarray:
     return (np.maximum(p, 1.0 - p) >= threshold - 1e-6).astype(np.uint8) * 255
 
 
+Fitted = tuple[np.ndarray, np.ndarray, bool, "np.ndarray | None"]
+
+
+def fitted_item(item: TrainItem, size: tuple[int, int], resize: str, pixel_threshold: float | None = None) -> Fitted:
+    """Read the item and fit it to the network ``size``: (uint8 image, uint8 target, is_hard, uint8 0/255 mask of
+    its confident pixels, or None when every pixel counts)."""
+    img = read_image(item.image_path)
+    tgt, hard = load_target(item, img.shape)
+    img_s, _ = fit(img, size, resize, interp=cv2.INTER_AREA)  # exactly as `to_network` fits
+    y, _ = fit(tgt, size, resize, interp=cv2.INTER_NEAREST if hard else cv2.INTER_LINEAR)
+    valid = None
+    if pixel_threshold is not None and item.confidence_path is not None:
+        conf = read_image(item.confidence_path)
+        if conf.shape != img.shape:
+            raise InputError(item.confidence_path, f"probability map is {conf.shape[1]}x{conf.shape[0]} but "
+                             f"its image is {img.shape[1]}x{img.shape[0]}", "pseudo-label again (--overwrite)")
+        valid, _ = fit(confident_pixels(conf, pixel_threshold), size, resize, interp=cv2.INTER_NEAREST)
+    return img_s, y, hard, valid
+
+
 class SegDataset(Dataset):
-    """(image, target) pairs at one network size; ``augment`` is an albumentations pipeline or None.
+    """(image, target) pairs at one network size; ``augment`` is an albumentations pipeline or None; ``cache``
+    keeps each item's fitted arrays in memory after its first read.
 
     ``strong``: an extra photometric pipeline for pseudo-labelled items only. ``pixel_threshold``: items with a
     ``confidence_path`` get a ``valid`` mask of their confident pixels (others are ignored by the loss).
     """
 
     def __init__(self, items: list[TrainItem], size: tuple[int, int], resize: str = "resize", augment=None,
-                 strong=None, pixel_threshold: float | None = None) -> None:
+                 strong=None, pixel_threshold: float | None = None, cache: bool = False) -> None:
         if not items:
             raise InputError("<dataset>", "no training items", "check the run's folds.json and curation.json")
         self.items = list(items)
@@ -89,37 +115,42 @@ class SegDataset(Dataset):
         self.augment = augment
         self.strong = strong
         self.pixel_threshold = pixel_threshold
+        self._cache: dict[TrainItem, Fitted] | None = {} if cache else None
 
     def __len__(self) -> int:
         return len(self.items)
 
+    def _pair(self, item: TrainItem) -> Fitted:
+        if self._cache is None:
+            return fitted_item(item, self.size, self.resize, self.pixel_threshold)
+        hit = self._cache.get(item)
+        if hit is None:  # oversampled (hard-mining) copies of an item are the same key: read once
+            hit = fitted_item(item, self.size, self.resize, self.pixel_threshold)
+            for arr in hit[:2] + hit[3:]:
+                if arr is not None:
+                    arr.flags.writeable = False  # an in-place augmentation must fail loudly, not corrupt the cache
+            self._cache[item] = hit
+        return hit
+
+    def warm(self) -> None:
+        """Read every item into the cache now (before DataLoader workers fork)."""
+        if self._cache is not None:
+            for item in self.items:
+                self._pair(item)
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         item = self.items[i]
-        img = read_image(item.image_path)
-        tgt, hard = load_target(item, img.shape)
-        y, _ = fit(tgt, self.size, self.resize, interp=cv2.INTER_NEAREST if hard else cv2.INTER_LINEAR)
-        valid = None  # every pixel counts
-        if self.pixel_threshold is not None and item.confidence_path is not None:
-            conf = read_image(item.confidence_path)
-            if conf.shape != img.shape:
-                raise InputError(item.confidence_path, f"probability map is {conf.shape[1]}x{conf.shape[0]} but "
-                                 f"its image is {img.shape[1]}x{img.shape[0]}", "pseudo-label again (--overwrite)")
-            valid, _ = fit(confident_pixels(conf, self.pixel_threshold), self.size, self.resize,
-                           interp=cv2.INTER_NEAREST)
+        img_s, y, hard, valid = self._pair(item)
         strong = self.strong if item.pseudo else None
-        if self.augment is None and strong is None:
-            x, _ = to_network(img, self.size, self.resize)
-        else:
-            img_s, _ = fit(img, self.size, self.resize, interp=cv2.INTER_AREA)
-            if self.augment is not None and valid is None:
-                out = self.augment(image=img_s, mask=y)
-                img_s, y = out["image"], out["mask"]
-            elif self.augment is not None:  # pixels moved in from outside the image are ignored too
-                out = self.augment(image=img_s, masks=[y, valid])
-                img_s, (y, valid) = out["image"], out["masks"]
-            if strong is not None:
-                img_s = strong(image=img_s)["image"]
-            x = normalise(img_s)
+        if self.augment is not None and valid is None:
+            out = self.augment(image=img_s, mask=y)
+            img_s, y = out["image"], out["mask"]
+        elif self.augment is not None:  # pixels moved in from outside the image are ignored too
+            out = self.augment(image=img_s, masks=[y, valid])
+            img_s, (y, valid) = out["image"], out["masks"]
+        if strong is not None:
+            img_s = strong(image=img_s)["image"]
+        x = normalise(img_s)
         y = y.astype(np.float32) / 255.0
         return {
             "image": torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None],

@@ -3,7 +3,9 @@
 The lower-level entry point shared by `toothseg train` (k-fold) and the semi-supervised stages (pseudo-label
 pretraining, real+pseudo mixes, distillation). Lightning runs the loop: checkpoints, CSV logs, progress bar,
 wall-clock budget (`max_time`), resume (`ckpt_path`), DDP (`devices`/`strategy`/`num_nodes`, the standard
-Lightning/torchrun way) and mixed precision.
+Lightning/torchrun way) and mixed precision. The CPU levers (issue 13) are composed from small modules: the
+budget planner (`budget`), phase timing (`phases`) and its summary (`profile`), machine-dependent settings
+(`hardware`), the in-memory cache (`dataset`) and Lightning's EMA weight averaging.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
@@ -26,10 +28,13 @@ from toothseg.errors import ConfigError, ToothsegError
 from toothseg.models.pretrained import load_pretrained
 from toothseg.rundir import read_json, write_json
 from toothseg.train.augment import build_augment
-from toothseg.train.budget import BudgetSchedule
+from toothseg.train.budget import BudgetSchedule, budget_seconds
 from toothseg.train.dataset import PairedDataset, SegDataset, TrainItem
+from toothseg.train.hardware import cpu_has_bf16, resolve_workers
 from toothseg.train.logs import flatten_metrics
 from toothseg.train.module import SegModule
+from toothseg.train.phases import PhaseTimes
+from toothseg.train.profile import profile_lines, profile_summary
 from toothseg.train.snapshots import Snapshots
 from toothseg.train.strong_augment import build_strong_photometric
 
@@ -67,16 +72,16 @@ def is_main_process() -> bool:
 
 def resolve_precision(precision: str, accelerator: str) -> str:
     """'auto': 16-bit mixed on CUDA (bf16 where supported), bf16-mixed on CPUs with native bf16 (AMX/AVX512-BF16:
-    about 1.5x faster training here), else full fp32."""
+    about 1.5x faster training here) unless ONEDNN_MAX_CPU_ISA hides it, else full fp32."""
     if precision != "auto":
         return precision
-    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    if on_gpu:
+    if _on_gpu(accelerator):
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    try:
-        return "bf16-mixed" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "32-true"
-    except (AttributeError, RuntimeError):
-        return "32-true"
+    return "bf16-mixed" if cpu_has_bf16() else "32-true"
+
+
+def _on_gpu(accelerator: str) -> bool:
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
 
 
 def lightning_max_time(hhmmss: str | None) -> dict[str, int] | None:
@@ -153,18 +158,26 @@ def fit_model(cfg: Config, train_items: list[TrainItem], val_items: list[TrainIt
     _set_threads(cfg)
     L.seed_everything(tcfg.seed, workers=True, verbose=False)
     pcfg = cfg.pseudo
+    workers = resolve_workers(tcfg.num_workers, tcfg.cache, _on_gpu(tcfg.accelerator))
     train_ds = SegDataset(train_items, size, tcfg.resize, build_augment(tcfg.augment),
                           strong=build_strong_photometric() if pcfg.pseudo_strong_aug else None,
-                          pixel_threshold=pcfg.confidence_threshold if pcfg.pixel_confidence else None)
+                          pixel_threshold=pcfg.confidence_threshold if pcfg.pixel_confidence else None,
+                          cache=tcfg.cache)
+    val_ds = SegDataset(val_items, size, tcfg.resize, None, cache=tcfg.cache) if val_items else None
+    if workers > 0:  # workers fork with the cache already filled instead of each decoding every file
+        for ds in (train_ds, val_ds):
+            if ds is not None:
+                ds.warm()
     if unlabelled_items:
         train_ds = PairedDataset(train_ds, unlabelled_items, build_strong_photometric(), tcfg.seed)
-    val_ds = SegDataset(val_items, size, tcfg.resize, None) if val_items else None
     module = module_cls(model=mcfg.model_dump(mode="json"), scale=list(size), resize=tcfg.resize,
                         train=tcfg.model_dump(mode="json"), pseudo=pcfg.model_dump(mode="json"))
     if ckpt_path is None:
         _init_weights(module, mcfg, init_weights)
 
+    phases = PhaseTimes()
     callbacks = list(callbacks or []) + [
+        phases,
         ModelCheckpoint(dirpath=out_dir, filename="last", every_n_train_steps=CKPT_EVERY_STEPS, save_top_k=1,
                         enable_version_counter=False),
     ]
@@ -174,16 +187,24 @@ def fit_model(cfg: Config, train_items: list[TrainItem], val_items: list[TrainIt
     else:
         callbacks.append(ModelCheckpoint(dirpath=out_dir, filename="last", every_n_epochs=1, save_top_k=1,
                                          enable_version_counter=False))
-    train_loader = _loader(train_ds, tcfg.batch_size, True, tcfg.num_workers)
-    val_loader = _loader(val_ds, tcfg.batch_size, False, tcfg.num_workers) if val_ds is not None else None
+    if tcfg.ema_decay > 0:  # validation, best/last checkpoints and so bundles get the averaged weights
+        callbacks.append(EMAWeightAveraging(decay=tcfg.ema_decay))
     if pcfg.stability_keep > 0:  # snapshots for the ST++ pseudo-label filter
         callbacks.append(Snapshots(out_dir))
+    train_loader = _loader(train_ds, tcfg.batch_size, True, workers)
+    val_loader = _loader(val_ds, tcfg.batch_size, False, workers) if val_ds is not None else None
+    planner = None
     if budget is not None:
-        callbacks.append(BudgetSchedule(n_epochs, len(val_loader) if val_loader is not None else 0))
+        planner = BudgetSchedule(budget_seconds(budget), phases, n_epochs,
+                                 val_batches=len(val_loader) if val_loader is not None else 0,
+                                 val_every=tcfg.val_every, ckpt_every=CKPT_EVERY_STEPS, max_steps=tcfg.max_steps,
+                                 warmup_epochs=tcfg.warmup_epochs, progressive_share=tcfg.progressive_share)
+        callbacks.append(planner)
+    precision = resolve_precision(tcfg.precision, tcfg.accelerator)
     trainer = L.Trainer(
         max_epochs=n_epochs, max_steps=tcfg.max_steps, max_time=lightning_max_time(budget),
         accelerator=tcfg.accelerator, devices=tcfg.devices, num_nodes=tcfg.num_nodes, strategy=tcfg.strategy,
-        precision=resolve_precision(tcfg.precision, tcfg.accelerator),
+        precision=precision, accumulate_grad_batches=tcfg.accumulate,
         gradient_clip_val=tcfg.grad_clip or None, limit_train_batches=tcfg.limit_train_batches,
         check_val_every_n_epoch=tcfg.val_every, num_sanity_val_steps=0, callbacks=callbacks,
         logger=CSVLogger(save_dir=str(out_dir), name="logs"), log_every_n_steps=10,
@@ -200,6 +221,17 @@ def fit_model(cfg: Config, train_items: list[TrainItem], val_items: list[TrainIt
         return result
     if not best.is_file():  # no validation ran (no val items, or the budget ended inside the first epoch)
         shutil.copyfile(last, best)
+    if planner is not None:
+        write_json(out_dir / "budget.json", planner.report(trainer))
+    if tcfg.profile:
+        info = profile_summary(phases, time.monotonic() - t0, {
+            "precision": precision, "num_workers": workers, "cache": tcfg.cache,
+            "channels_last": bool(getattr(module, "_channels_last", False)),
+            "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
+            "budget": planner.report(trainer) if planner is not None else None})
+        write_json(out_dir / "profile.json", info)
+        for line in profile_lines(info):
+            log.info("profile %s: %s", out_dir.name, line)
     rows = flatten_metrics(out_dir / "logs", out_dir / "metrics.csv")
     scores = [r["val_dice"] for r in rows if "val_dice" in r]
     result.best_val_dice = max(scores) if scores else None

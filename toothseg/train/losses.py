@@ -6,6 +6,8 @@ the batch whose target is hard (``hard`` flag); a batch without any contributes 
 its pixel-wise BCE term (the Dice and Lovasz terms are computed over the batch). Pixels where ``valid`` is False
 (unconfident pseudo-label pixels) are left out of all three terms; BCE still averages over all pixels, so an image
 with few confident pixels weighs less.
+The optional boundary term (`toothseg.train.boundary`), aimed at HD95, also needs binary targets and is
+computed on the hard samples.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from torch import nn
 
 from toothseg.config import LossConfig
 from toothseg.errors import ConfigError
+from toothseg.train.boundary import boundary_loss
 
 IGNORE = -1.0  # target value of ignored pixels for smp's Dice/Lovasz (real targets are in 0..1)
 
 
 class SegLoss(nn.Module):
-    """``forward(logits, target, hard=None, weight=None) -> (total, {"bce", "dice", "lovasz"})``."""
+    """``forward(logits, target, hard=None, weight=None) -> (total, {"bce", "dice", "lovasz", "boundary"})``."""
 
     def __init__(self, cfg: LossConfig) -> None:
         super().__init__()
@@ -45,6 +48,8 @@ class SegLoss(nn.Module):
             weight = torch.ones(b, dtype=torch.float32, device=logits.device)
         zero = logits.new_zeros(())
         parts = {"bce": zero, "dice": zero, "lovasz": zero}
+        if self.cfg.boundary > 0:
+            parts["boundary"] = zero
         if self.cfg.bce > 0:
             per = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
             per = (per if keep is None else per * keep).flatten(1).mean(1)
@@ -57,5 +62,9 @@ class SegLoss(nn.Module):
             if keep is not None:
                 binary = torch.where(keep[hard], binary, IGNORE)
             parts["lovasz"] = self.lovasz(logits[hard], binary)
+        if self.cfg.boundary > 0 and bool(hard.any()):
+            parts["boundary"] = boundary_loss(logits[hard], target[hard])
         total = self.cfg.bce * parts["bce"] + self.cfg.dice * parts["dice"] + self.cfg.lovasz * parts["lovasz"]
+        if self.cfg.boundary > 0:
+            total = total + self.cfg.boundary * parts["boundary"]
         return total, parts

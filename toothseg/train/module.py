@@ -1,4 +1,6 @@
-"""The LightningModule: network (``self.model``), loss, mixup, per-epoch metrics, AdamW + warm-up/cosine schedule.
+"""The LightningModule: network (``self.model``), loss, mixup, per-epoch metrics, AdamW + a learning-rate schedule
+(warm-up/cosine, one-cycle or linear) over ``total_steps``, which the time-budget planner re-sizes as it goes.
+With ``train.progressive_share`` the first share of those steps trains on batches at half the scale.
 
 hparams hold what inference needs to rebuild the network without the run's config: ``model`` (the ModelConfig
 dict), ``scale`` ([h, w]), ``resize`` and the ``train`` section (and, when semi-supervised, the ``pseudo``
@@ -12,14 +14,17 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 
 from toothseg.config import ModelConfig, PseudoConfig, TrainConfig
-from toothseg.models.factory import create_model
+from toothseg.models.factory import create_model, uses_encoder
+from toothseg.train.hardware import use_channels_last
 from toothseg.train.losses import SegLoss
 from toothseg.train.strong_augment import cutmix
 
 MIXUP_ALPHA = 0.4
-MIN_LR_FACTOR = 0.01  # cosine decays to 1% of the peak learning rate
+MIN_LR_FACTOR = 0.01  # cosine and linear decay to 1% of the peak learning rate
+ONECYCLE_RISE, ONECYCLE_START, ONECYCLE_END = 0.3, 1 / 25, 1 / 25e4  # torch OneCycleLR's defaults
 
 
 def batch_dice_iou(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,13 +40,27 @@ def batch_dice_iou(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Te
     return dice, iou
 
 
-def lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warm-up over ``warmup`` steps, then cosine from 1 to MIN_LR_FACTOR at ``total`` steps."""
+def _cos(a: float, b: float, t: float) -> float:
+    """Cosine interpolation from ``a`` (t=0) to ``b`` (t=1)."""
+    return b + (a - b) * 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, t))))
+
+
+def lr_factor(step: int, warmup: int, total: int, shape: str = "cosine") -> float:
+    """Share of the peak learning rate at optimizer ``step`` of ``total``. 'cosine': linear warm-up over
+    ``warmup`` steps, then cosine to MIN_LR_FACTOR; 'linear': the same warm-up, then a straight line down;
+    'onecycle': cosine ramp from ONECYCLE_START over the first ONECYCLE_RISE of the steps, then cosine to
+    ONECYCLE_END (``warmup`` unused)."""
+    if shape == "onecycle":
+        rise = max(1, int(ONECYCLE_RISE * total))
+        if step < rise:
+            return _cos(ONECYCLE_START, 1.0, step / rise)
+        return _cos(1.0, ONECYCLE_END, (step - rise) / max(1, total - rise))
     if warmup > 0 and step < warmup:
         return (step + 1) / warmup
-    span = max(1, total - warmup)
-    t = min(1.0, (step - warmup) / span)
-    return MIN_LR_FACTOR + (1 - MIN_LR_FACTOR) * 0.5 * (1 + math.cos(math.pi * t))
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    if shape == "linear":
+        return 1.0 - (1.0 - MIN_LR_FACTOR) * t
+    return _cos(1.0, MIN_LR_FACTOR, t)
 
 
 class SegModule(L.LightningModule):
@@ -61,7 +80,32 @@ class SegModule(L.LightningModule):
         self.warmup_steps = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if getattr(self, "_channels_last", False):
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)
+
+    def on_fit_start(self) -> None:
+        mcfg = ModelConfig.model_validate(self.hparams["model"])
+        encoder = mcfg.encoder if uses_encoder(mcfg) else ""
+        self._channels_last = use_channels_last(self.tcfg.channels_last, encoder, self.device.type)
+        if self._channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+    # -- progressive resizing ----------------------------------------------------------------------------------
+    def small_step(self, step: int) -> bool:
+        """Whether optimizer ``step`` trains at half scale (the first ``progressive_share`` of the planned steps)."""
+        return self.tcfg.progressive_share > 0 and step < int(self.tcfg.progressive_share * self.total_steps)
+
+    @staticmethod
+    def _half_scale(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Area-downscale images and targets by 2 per side; hard targets are re-binarised."""
+        x = F.interpolate(batch["image"], scale_factor=0.5, mode="area")
+        y = F.interpolate(batch["target"], scale_factor=0.5, mode="area")
+        y = torch.where(batch["hard"].view(-1, 1, 1, 1), (y > 0.5).to(y.dtype), y)
+        out = {**batch, "image": x, "target": y}
+        if batch.get("valid") is not None:  # a pixel stays ignored if any of its four parents was
+            out["valid"] = -F.max_pool2d(-batch["valid"].float(), 2) > 0.5
+        return out
 
     # -- mixup -------------------------------------------------------------------------------------------------
     def _mixup(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -104,6 +148,8 @@ class SegModule(L.LightningModule):
 
     # -- steps -------------------------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if self.small_step(self.global_step):
+            batch = self._half_scale(batch)
         batch = self._mixup(self._cutmix_pseudo(batch))
         logits = self(batch["image"])
         loss, parts = self.loss(logits, batch["target"], batch["hard"], batch["weight"], batch.get("valid"))
@@ -141,14 +187,14 @@ class SegModule(L.LightningModule):
         sched = self.lr_schedulers()
         if sched is None:
             return
-        f = lr_factor(sched.last_epoch, self.warmup_steps, max(self.total_steps, 1))
+        f = lr_factor(sched.last_epoch, self.warmup_steps, max(self.total_steps, 1), self.tcfg.schedule)
         for group, base in zip(sched.optimizer.param_groups, sched.base_lrs):
             group["lr"] = base * f
 
     def configure_optimizers(self) -> dict[str, Any]:
         opt = torch.optim.AdamW(self.parameters(), lr=self.tcfg.lr, weight_decay=self.tcfg.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: lr_factor(step, self.warmup_steps, max(self.total_steps, 1)))
+            opt, lambda step: lr_factor(step, self.warmup_steps, max(self.total_steps, 1), self.tcfg.schedule))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
