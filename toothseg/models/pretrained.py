@@ -14,16 +14,19 @@ from torch import nn
 
 from toothseg.config import ModelConfig
 from toothseg.errors import ConfigError
+from toothseg.models.checkpoint import safe_load
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix != ".safetensors":
+        sd = safe_load(path, "pass a .pth/.pt/.safetensors state dict or a toothseg checkpoint")
+    else:
+        sd = None
     try:
-        if path.suffix == ".safetensors":
+        if sd is None:
             from safetensors.torch import load_file
 
             sd = load_file(str(path))
-        else:
-            sd = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ConfigError(f"{path}: cannot read weights ({exc.__class__.__name__}); pass a .pth/.pt/.safetensors "
                           "state dict or a Lightning checkpoint") from None

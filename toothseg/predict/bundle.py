@@ -95,9 +95,13 @@ class Bundle:
         return p
 
     def load_state(self, member: Member) -> dict:
-        import torch
+        from toothseg.models.checkpoint import safe_load
 
-        return torch.load(self.file(member.checkpoint), map_location="cpu", weights_only=True)
+        path = self.file(member.checkpoint)
+        sd = safe_load(path, "rebuild the bundle ('toothseg train RUN' or build_bundle)")
+        if not isinstance(sd, dict) or not sd or not all(hasattr(v, "shape") for v in sd.values()):
+            raise InputError(path, "not a state dict of tensors", "rebuild the bundle")
+        return sd
 
     def select(self, folds: list[int] | None) -> list[Member]:
         """Members of the given folds (all when None); weights are renormalised by the caller."""
@@ -171,16 +175,6 @@ def load_bundle(path: str | Path) -> Bundle:
 
 
 # ---------------------------------------------------------------------------------------------------------- building
-def _torch_load_checkpoint(path: Path) -> dict:
-    import torch
-
-    try:
-        # Our own Lightning checkpoints: hparams may hold plain Python objects, so full unpickling is needed.
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise InputError(path, f"unreadable checkpoint ({exc.__class__.__name__})", "re-train this fold") from None
-
-
 def extract_state_dict(ckpt: dict, path: Path) -> dict:
     """Network weights of a Lightning checkpoint (keys ``model.*``), without the prefix."""
     sd = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
@@ -297,6 +291,7 @@ def build_bundle(run: str | Path, out: Path | None = None, zip: bool = False) ->
     import torch
 
     from toothseg.config import ModelConfig
+    from toothseg.models.checkpoint import load_checkpoint
     from toothseg.models.factory import create_model
 
     rd = open_run(run)
@@ -314,7 +309,7 @@ def build_bundle(run: str | Path, out: Path | None = None, zip: bool = False) ->
         info = t["info"]
         net = None
         for fold, fd in t["folds"]:
-            ckpt = _torch_load_checkpoint(fd / "best.ckpt")
+            ckpt = load_checkpoint(fd / "best.ckpt")
             hp = _hparams_geometry(ckpt)
             model_d = info.get("model") or hp.get("model")
             scale = info.get("scale") or hp.get("scale")

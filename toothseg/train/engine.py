@@ -23,11 +23,11 @@ from pydantic import ValidationError
 from toothseg.config import Config, ModelConfig, build_config, save_config
 from toothseg.data.layout import read_index
 from toothseg.errors import ConfigError, InputError
+from toothseg.models.checkpoint import module_from_checkpoint
 from toothseg.rundir import RunDir, open_run, read_json, setup_logging, write_json
 from toothseg.train.dataset import TrainItem
 from toothseg.train.fit import FitResult, fit_model, is_main_process
 from toothseg.train.hard_mining import hard_keys, oversample
-from toothseg.train.module import SegModule
 from toothseg.train.oof import read_oof_csv, score_items, summarise
 
 log = logging.getLogger("toothseg")
@@ -138,7 +138,7 @@ def _device(cfg: Config) -> torch.device:
 
 def score_fold(cfg: Config, ckpt: Path, val: list[TrainItem], fold_dir: Path) -> list[dict]:
     """OOF scores of ``ckpt`` on ``val`` at the original resolution -> fold_dir/oof.csv + oof/."""
-    module = SegModule.load_from_checkpoint(str(ckpt), map_location="cpu")
+    module = module_from_checkpoint(ckpt)
     model = module.model.to(_device(cfg)).eval()
     hp = module.hparams
     if (fold_dir / "oof").is_dir():
@@ -192,7 +192,7 @@ def _hard_mining(cfg: Config, tag_dir: Path, folds: dict[int, dict], items: dict
     for k, split in folds.items():
         fd = tag_dir / f"fold{k}"
         train, val = split_items(items, split, folds_path)
-        before = FitResult.from_json(read_json(fd / "fit.json")).best_val_dice
+        before = FitResult.from_json(read_json(fd / "fit.json"), fd).best_val_dice
         res = fit_model(ft_cfg, oversample(train, hard, tc.hard_repeat), val, fd / "hard",
                         init_weights=fd / "best.ckpt", max_time=ft_time, resume=resume, epochs=ft_epochs,
                         model_cfg=mcfg, scale=scale)
