@@ -18,10 +18,10 @@ import tempfile
 from pathlib import Path
 
 import torch
-from pydantic import ValidationError
 
 from toothseg.config import Config, ModelConfig, build_config, save_config
 from toothseg.data.layout import read_index
+from toothseg.durations import format_hhmmss, parse_hhmmss
 from toothseg.errors import ConfigError, InputError
 from toothseg.models.checkpoint import module_from_checkpoint
 from toothseg.rundir import RunDir, open_run, read_json, setup_logging, write_json
@@ -60,10 +60,8 @@ def resolve_config(rd: RunDir, preset: str | None, overrides: list[str] | None, 
             y.write_text(__import__("yaml").safe_dump(base))
             cfg = build_config(preset or cfg.preset, yaml_path=y, overrides=overrides)
     if max_time is not None:
-        try:
-            cfg.train.max_time = max_time
-        except ValidationError:
-            raise ConfigError(f"--max-time '{max_time}' must be HH:MM:SS (e.g. 00:30:00)") from None
+        parse_hhmmss(max_time, "--max-time")
+        cfg.train.max_time = max_time
     return cfg
 
 
@@ -185,9 +183,7 @@ def _hard_mining(cfg: Config, tag_dir: Path, folds: dict[int, dict], items: dict
     ft_epochs = max(1, math.ceil(tc.epochs * HARD_EPOCH_SHARE))
     ft_time = None
     if tc.max_time:
-        h, m, s = (int(x) for x in tc.max_time.split(":"))
-        secs = max(60, int((h * 3600 + m * 60 + s) * HARD_EPOCH_SHARE))
-        ft_time = f"{secs // 3600:02d}:{secs % 3600 // 60:02d}:{secs % 60:02d}"
+        ft_time = format_hhmmss(max(60, int(parse_hhmmss(tc.max_time) * HARD_EPOCH_SHARE)))
     report: dict = {"fraction": tc.hard_fraction, "repeat": tc.hard_repeat, "keys": hard, "folds": {}}
     for k, split in folds.items():
         fd = tag_dir / f"fold{k}"

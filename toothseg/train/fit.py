@@ -22,6 +22,7 @@ from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
 from toothseg.config import Config, ModelConfig
+from toothseg.durations import parse_hhmmss
 from toothseg.errors import ConfigError, ToothsegError
 from toothseg.models.checkpoint import safe_load
 from toothseg.models.pretrained import load_pretrained
@@ -91,11 +92,8 @@ def resolve_precision(precision: str, accelerator: str) -> str:
 def lightning_max_time(hhmmss: str | None) -> dict[str, int] | None:
     if hhmmss is None:
         return None
-    parts = hhmmss.split(":")
-    if len(parts) != 3 or not all(p.isdigit() for p in parts):
-        raise ConfigError(f"max_time '{hhmmss}' must be HH:MM:SS (e.g. 00:30:00)")
-    h, m, s = (int(p) for p in parts)
-    return {"hours": h, "minutes": m, "seconds": s}
+    secs = parse_hhmmss(hhmmss)
+    return {"hours": secs // 3600, "minutes": secs % 3600 // 60, "seconds": secs % 60}
 
 
 def has_checkpoints(out_dir: Path) -> bool:
