@@ -24,7 +24,7 @@ from toothseg.data.io import read_image
 from toothseg.data.preprocess import Placement, from_network, to_network
 from toothseg.errors import ConfigError, ToothsegError
 from toothseg.predict.bundle import Bundle, load_bundle
-from toothseg.predict.engines import TorchRunner, cpu_threads, torch_runner
+from toothseg.predict.engines import TorchRunner, cpu_threads
 from toothseg.predict.inputs import expand_inputs
 from toothseg.predict.outputs import OutputPaths, image_record, previous_record, summary_row, write_outputs, write_summary
 from toothseg.predict.postprocess import postprocess
@@ -121,14 +121,17 @@ class Predictor:
 
     def _member_net(self, b: Bundle, m) -> Net:
         if self.engine == "torch":
-            runner: Runner = torch_runner(m.model, b.load_state(m), self.threads)
+            import torch
+
+            torch.set_num_threads(self.threads)
+            runner: Runner = TorchRunner(b.load_network(m))
         else:
             from toothseg.predict.onnx_engine import OnnxRunner
 
             if not m.onnx:
                 raise ToothsegError(f"{b.root}: member {m.name} has no ONNX model; run "
                                     f"'toothseg export {b.root} --format onnx' first")
-            runner = OnnxRunner(b.file(m.onnx), self.threads)
+            runner = OnnxRunner(b.file(m.onnx, inside=False), self.threads)
         return Net(runner, tuple(m.scale), m.resize, m.weight, m.name)
 
     # ------------------------------------------------------------------------------------------------ per image
