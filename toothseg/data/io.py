@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from toothseg.atomic import atomic_path
 from toothseg.errors import InputError
 
 log = logging.getLogger("toothseg")
@@ -257,5 +258,6 @@ def write_png(path: str | Path, arr: np.ndarray) -> None:
         arr = arr.astype(np.uint8) * 255
     if arr.ndim == 3:
         arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
-    if not cv2.imwrite(str(path), arr):
-        raise InputError(path, "could not write PNG", "check the folder is writable and the disk has space")
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), arr):
+            raise InputError(path, "could not write PNG", "check the folder is writable and the disk has space")
