@@ -371,6 +371,13 @@ def build_bundle(run: str | Path, out: Path | None = None, zip: bool = False) ->
     tags = _collect_tags(rd)
     if not tags:
         raise ToothsegError(f"{rd.train_dir}: no trained fold (train/<tag>/fold<k>/best.ckpt); run 'toothseg train'")
+    if rd.folds.is_file():
+        from toothseg.train.engine import read_folds
+        from toothseg.train.provenance import check_run_folds
+
+        folds = read_folds(rd)
+        for t in tags:
+            check_run_folds(folds, t["folds"])
     out = Path(out) if out is not None else rd.bundle_dir
     tmp = out.with_name(out.name + ".building")
     shutil.rmtree(tmp, ignore_errors=True)

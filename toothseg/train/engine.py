@@ -26,9 +26,10 @@ from toothseg.errors import ConfigError, InputError
 from toothseg.models.checkpoint import module_from_checkpoint
 from toothseg.rundir import RunDir, open_run, read_json, setup_logging, write_json
 from toothseg.train.dataset import TrainItem
-from toothseg.train.fit import FitResult, fit_model, is_main_process
+from toothseg.train.fit import FitResult, fit_model, has_checkpoints, is_main_process
 from toothseg.train.hard_mining import hard_keys, oversample
 from toothseg.train.oof import read_oof_csv, score_items, summarise
+from toothseg.train.provenance import check_fold, record_fold
 
 log = logging.getLogger("toothseg")
 
@@ -216,6 +217,10 @@ def train_tag(cfg: Config, rd: RunDir, mcfg: ModelConfig, scale: tuple[int, int]
         fd = tag_dir / f"fold{k}"
         train, val = split_items(items, folds[k], rd.folds)
         log.info("[%s] fold %d: %d train / %d val images", tag, k, len(train), len(val))
+        if not overwrite and has_checkpoints(fd):
+            check_fold(fd, k, folds[k], cfg, mcfg)
+        if is_main_process():
+            record_fold(tag_dir, k, folds[k], cfg, mcfg)
         res = fit_model(cfg, train, val, fd, resume=resume, model_cfg=mcfg, scale=scale, overwrite=overwrite)
         if not is_main_process():
             continue
