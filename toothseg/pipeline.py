@@ -38,8 +38,8 @@ def run(data_dirs: list[str | Path], out: str | Path, preset: str = "cpu", confi
 
     # everything that can be refused is refused before curation and training start
     check_budget(max_time)
-    ensure_writable_dir(out)
     build_config(preset, yaml_path=config, overrides=overrides)
+    ensure_writable_dir(out)
     rd = open_run(out, create=True)
     setup_logging(rd)
     summary: dict = {"run": str(rd.root), "timings_s": {}}

@@ -9,6 +9,7 @@ unpickled file can run any code it likes.
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -28,12 +29,12 @@ def safe_load(path: str | Path, fix: str = "re-create it with toothseg (re-train
     try:
         return torch.load(str(p), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        what = str(exc).splitlines()[0] if "Unsupported global" in str(exc) or "weights_only" in str(exc) else ""
-        detail = f" ({what.split('WeightsUnpickler error: ')[-1][:160]})" if what else ""
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        detail = f" (it references {found.group(1)})" if found else ""
         raise InputError(p, "refused: loading it would need arbitrary unpickling, which can run code"
                          f"{detail}", f"use only checkpoints toothseg wrote; {fix}") from None
     except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError, AttributeError, IndexError) as exc:
-        msg = str(exc).splitlines()[0][:160] if str(exc) else exc.__class__.__name__
+        msg = str(exc).splitlines()[0].split(". ")[0][:120] if str(exc) else exc.__class__.__name__
         raise InputError(p, f"truncated or not a PyTorch file ({msg})", fix) from None
 
 

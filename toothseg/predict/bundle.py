@@ -117,8 +117,6 @@ class Bundle:
         sd = self.load_state(member)
         try:
             net = create_model(ModelConfig(**member.model), load_weights=False)
-        except ToothsegError:
-            raise
         except Exception as exc:  # an architecture/encoder this toothseg cannot build
             raise InputError(self.root / "bundle.json", f"member {member.name}: cannot build model "
                              f"{member.model.get('name')}/{member.model.get('encoder')} ({exc.__class__.__name__}: "
@@ -127,7 +125,7 @@ class Bundle:
             net.load_state_dict(sd, strict=True)
         except RuntimeError as exc:
             raise InputError(self.root / member.checkpoint, f"weights do not fit member {member.name}'s architecture "
-                             f"({str(exc).splitlines()[0][:160]})", "rebuild the bundle") from None
+                             f"({' '.join(str(exc).split())[:200]})", "rebuild the bundle") from None
         return net.eval()
 
     def select(self, folds: list[int] | None) -> list[Member]:
