@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import pickle
 import re
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +28,11 @@ def safe_load(path: str | Path, fix: str = "re-create it with toothseg (re-train
     try:
         return torch.load(str(p), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        found = re.search(r"(?:unsupported|Unsupported global:) GLOBAL ([\w.]+)", str(exc))
         detail = f" (it references {found.group(1)})" if found else ""
         raise InputError(p, "refused: loading it would need arbitrary unpickling, which can run code"
                          f"{detail}", f"use only checkpoints toothseg wrote; {fix}") from None
-    except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError, AttributeError, IndexError) as exc:
+    except Exception as exc:  # torch raises many types for damaged files (EOFError, RuntimeError, KeyError, ...)
         msg = str(exc).splitlines()[0].split(". ")[0][:120] if str(exc) else exc.__class__.__name__
         raise InputError(p, f"truncated or not a PyTorch file ({msg})", fix) from None
 

@@ -217,8 +217,6 @@ def train_tag(cfg: Config, rd: RunDir, mcfg: ModelConfig, scale: tuple[int, int]
         fd = tag_dir / f"fold{k}"
         train, val = split_items(items, folds[k], rd.folds)
         log.info("[%s] fold %d: %d train / %d val images", tag, k, len(train), len(val))
-        if not overwrite and has_checkpoints(fd):
-            check_fold(fd, k, folds[k], cfg, mcfg)
         if is_main_process():
             record_fold(tag_dir, k, folds[k], cfg, mcfg)
         res = fit_model(cfg, train, val, fd, resume=resume, model_cfg=mcfg, scale=scale, overwrite=overwrite)
@@ -251,6 +249,13 @@ def train(run: str | Path, fold: int | str = "all", preset: str | None = None, m
     items = labelled_items(rd)
     for mcfg in [cfg.model] + list(cfg.models):
         check_weights(mcfg)  # fail before config.yaml is rewritten or anything trains
+    if not overwrite:  # fold models built from another split or other settings are never continued
+        for mcfg in [cfg.model] + list(cfg.models):
+            for scale in mcfg.scales or cfg.train.scales:
+                tag_dir = rd.train_dir / model_tag(mcfg, tuple(scale))
+                for k in fold_ids:
+                    if has_checkpoints(tag_dir / f"fold{k}"):
+                        check_fold(tag_dir / f"fold{k}", k, folds[k], cfg, mcfg)
     if is_main_process():
         save_config(cfg, rd.config)
     out: dict = {"run": str(rd.root), "models": {}}
