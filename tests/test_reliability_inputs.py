@@ -217,7 +217,8 @@ def test_damaged_member_weights_are_one_line(bundle: Path, tmp_path: Path, damag
         torch.save([1, 2, 3], pt)
     else:
         pt.write_bytes({"empty": b"", "truncated": data[: len(data) // 3], "garbage": b"x" * 100}[damage])
-    with pytest.raises(InputError, match=r"\.pt: (empty file|truncated|refused|not a state dict)") as ei:
+    expected = r"\.pt: (empty file|truncated|refused|not a state dict|not a plain PyTorch weights file)"
+    with pytest.raises(InputError, match=expected) as ei:
         Predictor(dst, threads=1)
     assert "\n" not in str(ei.value)
     assert not (tmp_path / "PWNED").exists()
