@@ -23,7 +23,7 @@ from toothseg.config import build_config
 from toothseg.data.check import check
 from toothseg.data.io import read_image, read_mask
 from toothseg.durations import parse_hhmmss
-from toothseg.errors import ConfigError, InputError, ToothsegError
+from toothseg.errors import ConfigError, InputError
 from toothseg.predict.bundle import build_bundle, load_bundle
 from toothseg.predict.predictor import Predictor
 

@@ -31,7 +31,8 @@ def safe_load(path: str | Path, fix: str = "re-create it with toothseg (re-train
         found = re.search(r"(?:unsupported|Unsupported global:) GLOBAL ([\w.]+)", str(exc))
         if found:  # the file names a Python callable to run while loading
             raise InputError(p, "refused: loading it would need arbitrary unpickling, which can run code "
-                             f"(it references {found.group(1)})", f"use only checkpoints toothseg wrote; {fix}") from None
+                             f"(it references {found.group(1)})",
+                             f"use only checkpoints toothseg wrote; {fix}") from None
         raise InputError(p, "not a plain PyTorch weights file (unsupported pickle content; not loaded)", fix) from None
     except Exception as exc:  # torch raises many types for damaged files (EOFError, RuntimeError, KeyError, ...)
         msg = str(exc).splitlines()[0].split(". ")[0][:120] if str(exc) else exc.__class__.__name__

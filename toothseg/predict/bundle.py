@@ -214,8 +214,8 @@ def load_bundle(path: str | Path) -> Bundle:
                                      "unzip it yourself and pass the bundle folder, or re-create it without a password")
                 zf.extractall(tmp)
         except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError, EOFError, zlib.error) as exc:
-            raise InputError(p, f"not a readable zip ({str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__})",
-                             "re-create it with build_bundle(..., zip=True)") from None
+            why = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+            raise InputError(p, f"not a readable zip ({why})", "re-create it with build_bundle(..., zip=True)") from None
         hits = sorted(tmp.rglob("bundle.json"), key=lambda q: len(q.parts))
         if not hits:
             raise InputError(p, "zip holds no bundle.json", "zip the bundle folder made by 'toothseg train'")
