@@ -80,8 +80,13 @@ def test_multipage_tiff_reads_the_first_page_with_a_warning(tmp_path: Path, capl
     levels = [10, 100, 200, 50][:pages]
     p = tmp_path / "stack.tif"
     tifffile.imwrite(p, np.stack([np.full((64, 96), v, np.uint8) for v in levels]), photometric="minisblack")
-    with caplog.at_level(logging.WARNING, logger="toothseg"):
-        img = read_image(p)
+    log = logging.getLogger("toothseg")  # setup_logging() stops propagation, so listen on it directly
+    log.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.WARNING, logger="toothseg"):
+            img = read_image(p)
+    finally:
+        log.removeHandler(caplog.handler)
     assert img.shape == (64, 96) and np.all(img == 10)  # page 1 exactly, never a blend of pages
     assert f"TIFF has {pages} pages; using the first" in caplog.text
     m = np.zeros((3, 64, 96), np.uint8)

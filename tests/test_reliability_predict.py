@@ -129,7 +129,7 @@ KILL_SCRIPT = textwrap.dedent("""
 
 
 def test_sigkill_then_rerun_leaves_only_complete_outputs(bundle_dir: Path, tmp_path: Path) -> None:
-    src = _images(tmp_path / "in", 30, shape=(300, 600))
+    src = _images(tmp_path / "in", 20, shape=(256, 512))
     out = tmp_path / "out"
     code = KILL_SCRIPT.format(bundle=str(bundle_dir), src=str(src), out=str(out))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
@@ -143,13 +143,15 @@ def test_sigkill_then_rerun_leaves_only_complete_outputs(bundle_dir: Path, tmp_p
         p.send_signal(signal.SIGKILL)
     finally:
         p.wait()
+    done_at_kill = len(list((out / "json").glob("*.json")))
+    assert 3 <= done_at_kill < 20, "the kill must land mid-batch"
     s = predict(bundle_dir, [str(src)], out, **KW, batch_size=1)
-    assert s["n_failed"] == 0 and s["n_ok"] + s["n_skipped"] == 30
-    assert len(_rows(out)) == 30
+    assert s["n_failed"] == 0 and s["n_ok"] + s["n_skipped"] == 20
+    assert len(_rows(out)) == 20
     for tmp in out.glob("*/.*.tmp.png"):  # what the kill may leave: hidden, never listed, never read
         tmp.unlink()
     _assert_complete(out)
-    assert len(list((out / "json").glob("*.json"))) == 30
+    assert len(list((out / "json").glob("*.json"))) == 20
 
 
 def test_out_inside_the_input_folder_is_never_read(bundle_dir: Path, tmp_path: Path) -> None:
