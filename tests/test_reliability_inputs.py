@@ -62,6 +62,12 @@ def test_oversized_image_is_one_line_and_check_reports_the_rest(tmp_path: Path) 
     errors = [p for p in report.errors]
     assert len(errors) == 1 and errors[0].path.endswith("huge.png") and "Mpx limit" in errors[0].problem
     assert report.counts["ds"]["images"] == 3  # the other files were checked, the report is whole
+    from toothseg.curate.prepare import prepare
+
+    summary = prepare([ds], tmp_path / "run", preset="tiny", n_folds=2)
+    assert summary["unreadable"] == 1
+    curation = json.loads((tmp_path / "run" / "curation.json").read_text())["items"]
+    assert "Mpx limit" in curation["ds/huge"]["reason"] and curation["ds/a"]["use"] == "train"
 
 
 def test_size_limit_is_checked_from_the_header_for_tiff_too(tmp_path: Path, monkeypatch) -> None:
