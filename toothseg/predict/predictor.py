@@ -20,19 +20,19 @@ from typing import Any
 import numpy as np
 
 import toothseg
+from toothseg.atomic import file_sha256
 from toothseg.data.io import read_image
 from toothseg.data.preprocess import Placement, from_network, to_network
 from toothseg.errors import ConfigError, ToothsegError
 from toothseg.predict.bundle import Bundle, load_bundle
 from toothseg.predict.engines import TorchRunner, cpu_threads
 from toothseg.predict.inputs import expand_inputs
-from toothseg.atomic import file_sha256
 from toothseg.predict.outputs import (OutputPaths, completion, image_record, mark_output_folder, summary_row,
                                       write_outputs, write_summary)
-from toothseg.preflight import ensure_writable_dir
 from toothseg.predict.postprocess import postprocess
 from toothseg.predict.threshold import binarise
 from toothseg.predict.tta import TTA, Runner, parse_tta, run_views, scaled_size
+from toothseg.preflight import ensure_writable_dir
 
 log = logging.getLogger("toothseg")
 

@@ -51,11 +51,9 @@ class FitResult:
 
     def to_json(self) -> dict:
         """Paths relative to ``out_dir`` (fit.json lives there), so a moved or copied run folder still works."""
-        d = asdict(self)
         base = Path(self.out_dir)
-        out = {k: (os.path.relpath(v, base) if k != "out_dir" else ".") if isinstance(v, Path) else v
-               for k, v in d.items()}
-        return out
+        return {k: (os.path.relpath(v, base) if k != "out_dir" else ".") if isinstance(v, Path) else v
+                for k, v in asdict(self).items()}
 
     @classmethod
     def from_json(cls, d: dict, base: Path | None = None) -> "FitResult":
