@@ -126,9 +126,12 @@ class TrainConfig(_Section):
     def _hhmmss(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        parts = v.split(":")
-        if len(parts) != 3 or not all(p.isdigit() for p in parts):
-            raise ValueError(f"max_time '{v}' must be HH:MM:SS")
+        from toothseg.durations import parse_hhmmss
+
+        try:
+            parse_hhmmss(v)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
         return v
 
 
@@ -237,15 +240,47 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     if "=" not in item:
         raise ConfigError(f"override '{item}' must look like section.key=value (e.g. train.epochs=5)")
     key, raw = item.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw)
+    keys = key.strip().split(".")
+    if not all(k.strip() for k in keys):
+        raise ConfigError(f"override '{item}': the key '{key}' has an empty part; write section.key=value")
+    try:
+        return keys, yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override '{item}': the value is not valid YAML ({str(exc).splitlines()[0]}); "
+                          "quote it or fix it") from None
 
 
-def _format_validation(exc: ValidationError, origin: str) -> str:
+def _format_validation(exc: ValidationError, origin: str, overrides: list[str] | None = None) -> str:
+    """One line blaming the override that set the bad value when there is one, else ``origin``."""
     errs = exc.errors()
     e = errs[0]
     loc = ".".join(str(x) for x in e["loc"])
     more = f" (+{len(errs) - 1} more)" if len(errs) > 1 else ""
+    for item in reversed(overrides or []):
+        key = item.split("=", 1)[0].strip()
+        if loc == key or loc.startswith(key + ".") or key.startswith(loc + "."):
+            return f"override '{item}': invalid config value '{loc}': {e['msg']}{more}; fix or remove this --set"
     return f"{origin}: invalid config value '{loc}': {e['msg']}{more}; fix it in the YAML or override"
+
+
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """A YAML config file's mapping, or a one-line `ConfigError` (missing, a folder, binary, invalid, not a mapping)."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{p}: config file not found; check the path")
+    if not p.is_file():
+        raise ConfigError(f"{p}: is a folder, not a config file; pass a YAML file (e.g. RUN/config.yaml)")
+    try:
+        loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not a text file; pass a YAML config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read the config ({exc.strerror or exc}); check its permissions") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]}); fix the syntax") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{p}: the config must be a mapping of sections (curate:, model:, train:, ...)")
+    return loaded
 
 
 def build_config(preset: str = "cpu", yaml_path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -255,17 +290,8 @@ def build_config(preset: str = "cpu", yaml_path: str | Path | None = None, overr
     data: dict[str, Any] = _deep_merge({"preset": preset}, PRESETS[preset])
     origin = f"preset '{preset}'"
     if yaml_path is not None:
-        p = Path(yaml_path)
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{p}: config file not found; check the path") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]}); fix the syntax") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: the config must be a mapping of sections (curate:, model:, train:, ...)")
-        data = _deep_merge(data, loaded)
-        origin = str(p)
+        data = _deep_merge(data, read_yaml_mapping(yaml_path))
+        origin = str(yaml_path)
     for item in overrides or []:
         keys, value = _parse_override(item)
         cur = data
@@ -277,7 +303,7 @@ def build_config(preset: str = "cpu", yaml_path: str | Path | None = None, overr
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation(exc, origin)) from None
+        raise ConfigError(_format_validation(exc, origin, overrides)) from None
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
@@ -292,8 +318,6 @@ def load_config(path: str | Path) -> Config:
     if not p.is_file():
         raise ConfigError(f"{p}: no config.yaml in the run folder; run 'toothseg prepare' or 'toothseg run' first")
     try:
-        return Config.model_validate(yaml.safe_load(p.read_text()) or {})
+        return Config.model_validate(read_yaml_mapping(p))
     except ValidationError as exc:
         raise ConfigError(_format_validation(exc, str(p))) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]}); fix the syntax") from None

@@ -11,7 +11,9 @@ import logging
 import time
 from pathlib import Path
 
+from toothseg.config import build_config
 from toothseg.data.layout import read_index
+from toothseg.preflight import check_budget, ensure_writable_dir
 from toothseg.rundir import open_run, setup_logging
 
 log = logging.getLogger("toothseg")
@@ -34,6 +36,10 @@ def run(data_dirs: list[str | Path], out: str | Path, preset: str = "cpu", confi
     from toothseg.curate.prepare import prepare
     from toothseg.train.engine import train
 
+    # everything that can be refused is refused before curation and training start
+    check_budget(max_time)
+    build_config(preset, yaml_path=config, overrides=overrides)
+    ensure_writable_dir(out)
     rd = open_run(out, create=True)
     setup_logging(rd)
     summary: dict = {"run": str(rd.root), "timings_s": {}}

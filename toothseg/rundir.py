@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from toothseg.atomic import atomic_write_text
 from toothseg.config import Config, load_config, save_config
 from toothseg.errors import ToothsegError
 
@@ -87,10 +88,7 @@ def open_run(root: str | Path, create: bool = False) -> RunDir:
 
 def write_json(path: Path, obj: Any) -> None:
     """Write JSON atomically so an interrupted job never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(obj, indent=2, default=str))
 
 
 def read_json(path: Path) -> Any:

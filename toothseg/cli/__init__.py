@@ -60,6 +60,11 @@ def main() -> None:
     except ToothsegError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except OSError as exc:  # the system refused a read or write (permissions, disk full, a vanished file)
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        typer.echo(f"error: {where}{exc.strerror or exc}; check the path, its permissions and free disk space",
+                   err=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)

@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
                                                   help="fill holes in teeth (default: bundle's)"),
         save_prob: bool = typer.Option(False, "--save-prob", help="also write probability maps (x255 PNG)"),
         overlay: bool = typer.Option(True, "--overlay/--no-overlay", help="write overlay PNGs"),
-        overwrite: bool = typer.Option(False, "--overwrite", help="redo images whose outputs exist"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="redo done images; replace same-name files"),
         batch_size: Optional[int] = typer.Option(None, min=1, help="images per forward pass (default: bundle's)"),
         workers: Optional[int] = typer.Option(None, min=1, help="reader threads (default: min(4, cores))"),
         threads: Optional[int] = typer.Option(None, min=1, help="compute threads (default: all cores)"),

@@ -23,6 +23,7 @@ from toothseg.curate.groups import group_pairs, nearest_in_group
 from toothseg.curate.hashing import pair_distances, thumbnail
 from toothseg.curate.report import write_report
 from toothseg.data.io import read_image, read_mask
+from toothseg.preflight import ensure_writable_dir
 from toothseg.data.layout import Sample, discover, write_index
 from toothseg.errors import ConfigError, InputError, ToothsegError
 from toothseg.rundir import RunDir, open_run, setup_logging, write_json
@@ -124,6 +125,7 @@ def prepare(data_dirs: list[str | Path], out: str | Path, preset: str = "cpu", c
     t0 = time.perf_counter()
     cfg = _config(preset, config, overrides, policy, threshold, n_folds)
     cc = cfg.curate
+    ensure_writable_dir(out)
     run = open_run(out, create=True)
     existing = [p for p in _outputs(run) if p.exists()]
     if existing and not overwrite:

@@ -6,14 +6,22 @@ so batch jobs can report the item and carry on.
 
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from toothseg.atomic import atomic_path
 from toothseg.errors import InputError
 
+log = logging.getLogger("toothseg")
+
+# Largest image read, in pixels: PIL's decompression-bomb limit (89.5 Mpx, e.g. 9500x9400). An OPG is 3-20 Mpx;
+# beyond this a decoded 16-bit image alone takes gigabytes, so the file is refused before decoding.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
 # A label image (one integer per tooth, e.g. FDI numbers) has few distinct values; a lossy or grayscale picture
 # saved as a "mask" has many. 64 leaves room for any dentition plus background.
@@ -51,22 +59,50 @@ def to_uint8(arr: np.ndarray, window: tuple[float, float] | None = None) -> np.n
     return np.clip((a - lo) / (hi - lo) * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
-def _read_raster(path: Path) -> np.ndarray:
-    suffix = path.suffix.lower()
-    if suffix in (".tif", ".tiff"):
-        import tifffile
+def _check_size(path: Path, h: int, w: int) -> None:
+    if h * w > MAX_PIXELS:
+        raise InputError(path, f"image is {w}x{h} = {h * w / 1e6:.0f} Mpx, over the {MAX_PIXELS / 1e6:.0f} Mpx limit",
+                         "downscale it (an OPG needs no more than ~20 Mpx) or crop it")
 
-        try:
-            arr = tifffile.imread(str(path))
-        except Exception as exc:  # tifffile raises many types for corrupt files
-            raise InputError(path, f"unreadable TIFF ({exc.__class__.__name__})", "re-export the file") from None
-        if arr.size == 0:
-            raise InputError(path, "unreadable TIFF (no image data)", "re-export the file")
-        if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[2] not in (3, 4):
-            arr = np.moveaxis(arr, 0, -1)  # planar RGB
-        return arr
+
+def _read_tiff(path: Path) -> np.ndarray:
+    """First page of a TIFF. Further pages (a stack or a multi-page scan) are never read as colour planes."""
+    import tifffile
+
     try:
-        with Image.open(path) as im:
+        with tifffile.TiffFile(str(path)) as tf:
+            pages = tf.pages
+            n_pages = len(pages)
+            page = pages[0]
+            shape = page.shape
+            planar_rgb = page.planarconfig == tifffile.PLANARCONFIG.SEPARATE and len(shape) == 3
+            h, w = (shape[1], shape[2]) if planar_rgb else (shape[0], shape[1])
+            _check_size(path, int(h), int(w))
+            arr = page.asarray()
+    except InputError:
+        raise
+    except Exception as exc:  # tifffile raises many types for corrupt files
+        raise InputError(path, f"unreadable TIFF ({exc.__class__.__name__})", "re-export the file") from None
+    if arr.size == 0:
+        raise InputError(path, "unreadable TIFF (no image data)", "re-export the file")
+    if n_pages > 1:
+        log.warning("%s: TIFF has %d pages; using the first", path, n_pages)
+    if planar_rgb and arr.ndim == 3 and arr.shape[0] in (3, 4):
+        arr = np.moveaxis(arr, 0, -1)
+    return arr
+
+
+def _read_raster(path: Path) -> np.ndarray:
+    if path.suffix.lower() in (".tif", ".tiff"):
+        return _read_tiff(path)
+    try:
+        with warnings.catch_warnings():  # PIL warns above its limit; _check_size refuses with one line instead
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
+            _check_size(path, im.size[1], im.size[0])
+            if getattr(im, "n_frames", 1) > 1:
+                log.warning("%s: image has %d frames; using the first", path, im.n_frames)
             im.load()
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.array(im)
@@ -76,7 +112,10 @@ def _read_raster(path: Path) -> np.ndarray:
             if im.mode == "LA":
                 im = im.convert("L")
             return np.array(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise InputError(path, f"image is over the {MAX_PIXELS / 1e6:.0f} Mpx limit ({exc})",
+                         "downscale it (an OPG needs no more than ~20 Mpx) or crop it") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InputError(path, f"unreadable or truncated image ({exc})", "re-export or remove the file") from None
 
 
@@ -91,6 +130,7 @@ def read_dicom(path: Path) -> np.ndarray:
         raise InputError(path, f"not a readable DICOM file ({exc.__class__.__name__})", "check it is a DICOM file") from None
     if "PixelData" not in ds:
         raise InputError(path, "DICOM file has no pixel data", "export the image series, not a report or SR object")
+    _check_size(path, int(getattr(ds, "Rows", 0) or 0), int(getattr(ds, "Columns", 0) or 0))
     try:
         raw = ds.pixel_array
     except Exception as exc:  # pydicom raises RuntimeError/NotImplementedError for codecs it lacks
@@ -218,5 +258,6 @@ def write_png(path: str | Path, arr: np.ndarray) -> None:
         arr = arr.astype(np.uint8) * 255
     if arr.ndim == 3:
         arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
-    if not cv2.imwrite(str(path), arr):
-        raise InputError(path, "could not write PNG", "check the folder is writable and the disk has space")
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), arr):
+            raise InputError(path, "could not write PNG", "check the folder is writable and the disk has space")

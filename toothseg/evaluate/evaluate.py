@@ -21,6 +21,7 @@ import numpy as np
 from toothseg.data.io import is_image_file, read_mask
 from toothseg.errors import InputError, ToothsegError
 from toothseg.evaluate.metrics import METRICS, diagonal, failure_metrics, score_pair
+from toothseg.preflight import ensure_writable_dir
 from toothseg.rundir import write_json
 
 log = logging.getLogger("toothseg")
@@ -197,7 +198,7 @@ def evaluate(pred_dir: str | Path, gt_dir: str | Path, out: str | Path | None = 
         raise InputError(gt_dir, "ground-truth folder not found", "pass a dataset folder with masks/ or a mask folder")
     if tolerance < 0 or not math.isfinite(tolerance):
         raise ToothsegError(f"--tolerance {tolerance}: must be a non-negative number of pixels (e.g. 2)")
-    out = Path(out).expanduser() if out is not None else pred_dir / "evaluation"
+    out = ensure_writable_dir(Path(out).expanduser() if out is not None else pred_dir / "evaluation")
     _check_outputs(out, overwrite)
 
     mask_dir, source = _mask_folder(gt_dir)

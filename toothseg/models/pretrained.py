@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from toothseg.config import ModelConfig
-from toothseg.errors import ConfigError
+from toothseg.errors import ConfigError, InputError
+from toothseg.models.checkpoint import safe_load
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -23,7 +24,10 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
             sd = load_file(str(path))
         else:
-            sd = torch.load(str(path), map_location="cpu", weights_only=True)
+            sd = safe_load(path)
+    except InputError as exc:
+        raise ConfigError(f"{path}: cannot read weights ({exc.problem}); pass a .pth/.pt/.safetensors state dict "
+                          "or a toothseg checkpoint") from None
     except Exception as exc:
         raise ConfigError(f"{path}: cannot read weights ({exc.__class__.__name__}); pass a .pth/.pt/.safetensors "
                           "state dict or a Lightning checkpoint") from None

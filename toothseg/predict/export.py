@@ -60,8 +60,6 @@ def export(bundle: str | Path, format: str = "onnx", out: str | Path | None = No
     With ``check`` each graph is run once by ONNX Runtime against PyTorch on a random input; the largest probability
     difference is stored as ``onnx_max_abs_diff``.
     """
-    from toothseg.config import ModelConfig
-    from toothseg.models.factory import create_model
     import torch
 
     from toothseg.predict.engines import TorchRunner, cpu_threads
@@ -81,9 +79,7 @@ def export(bundle: str | Path, format: str = "onnx", out: str | Path | None = No
     paths, diffs = [], []
     rng = np.random.default_rng(0)
     for i, (m, target) in enumerate(zip(b.members, targets)):
-        net = create_model(ModelConfig(**m.model), load_weights=False)
-        net.load_state_dict(b.load_state(m), strict=True)
-        net.eval()
+        net = b.load_network(m)
         export_member(net, m.scale, target, opset)
         if check:
             x = rng.standard_normal((2, 1, *m.scale)).astype(np.float32)

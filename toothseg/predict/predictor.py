@@ -20,16 +20,19 @@ from typing import Any
 import numpy as np
 
 import toothseg
+from toothseg.atomic import file_sha256
 from toothseg.data.io import read_image
 from toothseg.data.preprocess import Placement, from_network, to_network
 from toothseg.errors import ConfigError, ToothsegError
 from toothseg.predict.bundle import Bundle, load_bundle
-from toothseg.predict.engines import TorchRunner, cpu_threads, torch_runner
+from toothseg.predict.engines import TorchRunner, cpu_threads
 from toothseg.predict.inputs import expand_inputs
-from toothseg.predict.outputs import OutputPaths, image_record, previous_record, summary_row, write_outputs, write_summary
+from toothseg.predict.outputs import (OutputPaths, completion, image_record, mark_output_folder, summary_row,
+                                      write_outputs, write_summary)
 from toothseg.predict.postprocess import postprocess
 from toothseg.predict.threshold import binarise
 from toothseg.predict.tta import TTA, Runner, parse_tta, run_views, scaled_size
+from toothseg.preflight import ensure_writable_dir
 
 log = logging.getLogger("toothseg")
 
@@ -121,14 +124,17 @@ class Predictor:
 
     def _member_net(self, b: Bundle, m) -> Net:
         if self.engine == "torch":
-            runner: Runner = torch_runner(m.model, b.load_state(m), self.threads)
+            import torch
+
+            torch.set_num_threads(self.threads)
+            runner: Runner = TorchRunner(b.load_network(m))
         else:
             from toothseg.predict.onnx_engine import OnnxRunner
 
             if not m.onnx:
                 raise ToothsegError(f"{b.root}: member {m.name} has no ONNX model; run "
                                     f"'toothseg export {b.root} --format onnx' first")
-            runner = OnnxRunner(b.file(m.onnx), self.threads)
+            runner = OnnxRunner(b.file(m.onnx, inside=False), self.threads)
         return Net(runner, tuple(m.scale), m.resize, m.weight, m.name)
 
     # ------------------------------------------------------------------------------------------------ per image
@@ -212,12 +218,17 @@ def predict(bundle: str | Path, inputs: list[str], out: str | Path, engine: str 
             threads: int | None = None) -> dict:
     """Segment every image in ``inputs`` (files, folders, globs) into ``out``; returns a summary with failures.
 
-    Images whose outputs already exist are skipped unless ``overwrite``; bad files are reported and skipped.
-    ``threshold``, ``min_component`` and ``fill_holes`` override the bundle's OOF-tuned choices (None: keep them).
+    An image whose complete outputs for the same content (sha256) are in ``out`` is skipped; outputs left by an
+    interrupted run are redone; a name already used in ``out`` by a different image is refused for that image
+    (``overwrite`` replaces both). Bad files are reported and skipped. ``threshold``, ``min_component`` and
+    ``fill_holes`` override the bundle's OOF-tuned choices (None: keep them).
     """
     t0 = time.perf_counter()
+    out = ensure_writable_dir(out)  # before the models load: a bad --out costs nothing
     b = load_bundle(bundle)
-    files, problems = expand_inputs(list(inputs))
+    files, problems, notes = expand_inputs(list(inputs), exclude=[out])
+    for note in notes:
+        log.warning("predict: %s", note)
     if not files:
         detail = f": {problems[0][0]}: {problems[0][1]}" if problems else ""
         raise ToothsegError(f"no image to predict among {len(inputs)} input(s){detail}")
@@ -230,31 +241,55 @@ def predict(bundle: str | Path, inputs: list[str], out: str | Path, engine: str 
     predictor = Predictor(b, engine=engine, folds=folds, tta=tta, threshold=threshold, postprocess=post or None,
                           threads=threads)
     load_s = time.perf_counter() - t0
-    out = Path(out).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
+    ours = mark_output_folder(out)
     settings = {**predictor.settings(), "bundle": str(b.root), "toothseg_version": toothseg.__version__}
 
     rows: dict[int, dict] = {}
     failures: list[dict] = [{"input": a, "error": f"{a}: {msg}"} for a, msg in problems]
     todo: list[tuple[int, Path, OutputPaths]] = []
+    shas: dict[int, str] = {}
     stems: dict[str, Path] = {}
+    n_redo = 0
+
+    def refuse(i: int, f: Path, stem: str, err: str) -> None:
+        rows[i] = summary_row(stem, f, "failed", error=err)
+        failures.append({"input": str(f), "error": err})
+
     for i, f in enumerate(files):
         stem = f.stem
         paths = OutputPaths(out, stem)
         if stem in stems:
-            err = f"{f}: output name '{stem}' is already used by {stems[stem]}; predict them into separate --out folders"
-            rows[i] = summary_row(stem, f, "failed", error=err)
-            failures.append({"input": str(f), "error": err})
+            refuse(i, f, stem, f"{f}: output name '{stem}' is already used by {stems[stem]}; predict them into "
+                               "separate --out folders")
             continue
         stems[stem] = f
-        if not overwrite and paths.existing():
-            rows[i] = summary_row(stem, f, "skipped", previous_record(paths),
-                                  error="outputs exist; pass --overwrite to redo")
+        try:
+            sha = file_sha256(f)
+        except OSError as exc:
+            refuse(i, f, stem, f"{f}: cannot read ({exc.strerror or exc.__class__.__name__})")
             continue
+        state, rec = completion(paths, sha, f)
+        if not overwrite:
+            if state == "done":
+                rows[i] = summary_row(stem, f, "skipped", rec, error="outputs exist; pass --overwrite to redo")
+                continue
+            if state == "other":
+                refuse(i, f, stem, f"{f}: {paths.record} holds the result of a different image "
+                                   f"({rec.get('input', '?')}); predict into another --out, or pass --overwrite "
+                                   "to replace it")
+                continue
+            if state == "partial" and not ours:
+                refuse(i, f, stem, f"{f}: {paths.mask.parent} already holds '{stem}' files toothseg did not write; "
+                                   "choose another --out, or pass --overwrite to replace them")
+                continue
+        n_redo += state == "partial"
+        shas[i] = sha
         todo.append((i, f, paths))
     n_skipped = sum(r["status"] == "skipped" for r in rows.values())
     if n_skipped:
         log.info("predict: %d image(s) already have outputs in %s; skipped (pass --overwrite to redo)", n_skipped, out)
+    if n_redo:
+        log.info("predict: %d image(s) have incomplete outputs in %s (an interrupted run); redoing them", n_redo, out)
 
     def load(path: Path) -> tuple[np.ndarray, Prepared]:
         img = read_image(path)
@@ -262,7 +297,7 @@ def predict(bundle: str | Path, inputs: list[str], out: str | Path, engine: str 
 
     def finish(i: int, path: Path, paths: OutputPaths, img: np.ndarray, prob: np.ndarray) -> dict:
         mask = predictor.to_mask(prob)
-        rec = image_record(path, prob, mask, settings)
+        rec = image_record(path, prob, mask, settings, shas[i])
         return write_outputs(paths, img, prob, mask, rec, save_prob, overlay)
 
     window = max(2 * bs, 2 * n_workers)
@@ -346,7 +381,7 @@ def predict(bundle: str | Path, inputs: list[str], out: str | Path, engine: str 
                # throughput after the models are loaded: what a long batch job sees
                "images_per_s": round(n_ok / (seconds - load_s), 4) if seconds > load_s else None,
                **{k: settings[k] for k in ("engine", "threshold", "postprocess", "tta")},
-               "n_members": len(predictor.nets)}
+               "n_members": len(predictor.nets), "notes": notes}
     if failures:
         log.warning("predict: %d of %d input(s) failed:\n%s", len(failures), summary["n_inputs"],
                     "\n".join(f"  {f['error']}" for f in failures[:20]) + ("\n  ..." if len(failures) > 20 else ""))

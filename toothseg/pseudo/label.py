@@ -44,7 +44,7 @@ def teacher_bundle(run: RunDir, tag: str, out: Path) -> Path:
     view = out.parent / (out.name + ".view")
     shutil.rmtree(view, ignore_errors=True)
     (view / "train").mkdir(parents=True)
-    for name in ("samples.csv", "config.yaml", "curation.json"):
+    for name in ("samples.csv", "config.yaml", "curation.json", "folds.json"):  # folds.json: stale-model check
         if (run.root / name).is_file():
             os.symlink((run.root / name).resolve(), view / name)
     os.symlink(src.resolve(), view / "train" / tag)

@@ -18,17 +18,18 @@ import tempfile
 from pathlib import Path
 
 import torch
-from pydantic import ValidationError
 
 from toothseg.config import Config, ModelConfig, build_config, save_config
 from toothseg.data.layout import read_index
+from toothseg.durations import format_hhmmss, parse_hhmmss
 from toothseg.errors import ConfigError, InputError
+from toothseg.models.checkpoint import module_from_checkpoint
 from toothseg.rundir import RunDir, open_run, read_json, setup_logging, write_json
 from toothseg.train.dataset import TrainItem
-from toothseg.train.fit import FitResult, fit_model, is_main_process
+from toothseg.train.fit import FitResult, fit_model, has_checkpoints, is_main_process
 from toothseg.train.hard_mining import hard_keys, oversample
-from toothseg.train.module import SegModule
 from toothseg.train.oof import read_oof_csv, score_items, summarise
+from toothseg.train.provenance import check_fold, record_fold
 
 log = logging.getLogger("toothseg")
 
@@ -60,10 +61,8 @@ def resolve_config(rd: RunDir, preset: str | None, overrides: list[str] | None, 
             y.write_text(__import__("yaml").safe_dump(base))
             cfg = build_config(preset or cfg.preset, yaml_path=y, overrides=overrides)
     if max_time is not None:
-        try:
-            cfg.train.max_time = max_time
-        except ValidationError:
-            raise ConfigError(f"--max-time '{max_time}' must be HH:MM:SS (e.g. 00:30:00)") from None
+        parse_hhmmss(max_time, "--max-time")
+        cfg.train.max_time = max_time
     return cfg
 
 
@@ -138,7 +137,7 @@ def _device(cfg: Config) -> torch.device:
 
 def score_fold(cfg: Config, ckpt: Path, val: list[TrainItem], fold_dir: Path) -> list[dict]:
     """OOF scores of ``ckpt`` on ``val`` at the original resolution -> fold_dir/oof.csv + oof/."""
-    module = SegModule.load_from_checkpoint(str(ckpt), map_location="cpu")
+    module = module_from_checkpoint(ckpt)
     model = module.model.to(_device(cfg)).eval()
     hp = module.hparams
     if (fold_dir / "oof").is_dir():
@@ -185,14 +184,12 @@ def _hard_mining(cfg: Config, tag_dir: Path, folds: dict[int, dict], items: dict
     ft_epochs = max(1, math.ceil(tc.epochs * HARD_EPOCH_SHARE))
     ft_time = None
     if tc.max_time:
-        h, m, s = (int(x) for x in tc.max_time.split(":"))
-        secs = max(60, int((h * 3600 + m * 60 + s) * HARD_EPOCH_SHARE))
-        ft_time = f"{secs // 3600:02d}:{secs % 3600 // 60:02d}:{secs % 60:02d}"
+        ft_time = format_hhmmss(max(60, int(parse_hhmmss(tc.max_time) * HARD_EPOCH_SHARE)))
     report: dict = {"fraction": tc.hard_fraction, "repeat": tc.hard_repeat, "keys": hard, "folds": {}}
     for k, split in folds.items():
         fd = tag_dir / f"fold{k}"
         train, val = split_items(items, split, folds_path)
-        before = FitResult.from_json(read_json(fd / "fit.json")).best_val_dice
+        before = FitResult.from_json(read_json(fd / "fit.json"), fd).best_val_dice
         res = fit_model(ft_cfg, oversample(train, hard, tc.hard_repeat), val, fd / "hard",
                         init_weights=fd / "best.ckpt", max_time=ft_time, resume=resume, epochs=ft_epochs,
                         model_cfg=mcfg, scale=scale)
@@ -220,6 +217,8 @@ def train_tag(cfg: Config, rd: RunDir, mcfg: ModelConfig, scale: tuple[int, int]
         fd = tag_dir / f"fold{k}"
         train, val = split_items(items, folds[k], rd.folds)
         log.info("[%s] fold %d: %d train / %d val images", tag, k, len(train), len(val))
+        if is_main_process():
+            record_fold(tag_dir, k, folds[k], cfg, mcfg)
         res = fit_model(cfg, train, val, fd, resume=resume, model_cfg=mcfg, scale=scale, overwrite=overwrite)
         if not is_main_process():
             continue
@@ -250,6 +249,13 @@ def train(run: str | Path, fold: int | str = "all", preset: str | None = None, m
     items = labelled_items(rd)
     for mcfg in [cfg.model] + list(cfg.models):
         check_weights(mcfg)  # fail before config.yaml is rewritten or anything trains
+    if not overwrite:  # fold models built from another split or other settings are never continued
+        for mcfg in [cfg.model] + list(cfg.models):
+            for scale in mcfg.scales or cfg.train.scales:
+                tag_dir = rd.train_dir / model_tag(mcfg, tuple(scale))
+                for k in fold_ids:
+                    if has_checkpoints(tag_dir / f"fold{k}"):
+                        check_fold(tag_dir / f"fold{k}", k, folds[k], cfg, mcfg)
     if is_main_process():
         save_config(cfg, rd.config)
     out: dict = {"run": str(rd.root), "models": {}}

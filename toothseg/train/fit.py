@@ -24,7 +24,9 @@ from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
 from toothseg.config import Config, ModelConfig
+from toothseg.durations import parse_hhmmss
 from toothseg.errors import ConfigError, ToothsegError
+from toothseg.models.checkpoint import safe_load
 from toothseg.models.pretrained import load_pretrained
 from toothseg.rundir import read_json, write_json
 from toothseg.train.augment import build_augment
@@ -55,13 +57,21 @@ class FitResult:
     metrics_csv: Path
 
     def to_json(self) -> dict:
-        d = asdict(self)
-        return {k: str(v) if isinstance(v, Path) else v for k, v in d.items()}
+        """Paths relative to ``out_dir`` (fit.json lives there), so a moved or copied run folder still works."""
+        base = Path(self.out_dir)
+        return {k: (os.path.relpath(v, base) if k != "out_dir" else ".") if isinstance(v, Path) else v
+                for k, v in asdict(self).items()}
 
     @classmethod
-    def from_json(cls, d: dict) -> "FitResult":
+    def from_json(cls, d: dict, base: Path | None = None) -> "FitResult":
+        """Read fit.json; with ``base`` (its folder) every path is anchored there, including the absolute paths
+        older versions wrote (all of them name files directly in the fold folder)."""
         paths = {"out_dir", "best_ckpt", "last_ckpt", "metrics_csv"}
-        return cls(**{k: Path(v) if k in paths else v for k, v in d.items()})
+        if base is None:
+            return cls(**{k: Path(v) if k in paths else v for k, v in d.items()})
+        base = Path(base)
+        return cls(**{k: (base if k == "out_dir" else base / Path(v).name) if k in paths else v
+                      for k, v in d.items()})
 
 
 def is_main_process() -> bool:
@@ -87,11 +97,8 @@ def _on_gpu(accelerator: str) -> bool:
 def lightning_max_time(hhmmss: str | None) -> dict[str, int] | None:
     if hhmmss is None:
         return None
-    parts = hhmmss.split(":")
-    if len(parts) != 3 or not all(p.isdigit() for p in parts):
-        raise ConfigError(f"max_time '{hhmmss}' must be HH:MM:SS (e.g. 00:30:00)")
-    h, m, s = (int(p) for p in parts)
-    return {"hours": h, "minutes": m, "seconds": s}
+    secs = parse_hhmmss(hhmmss)
+    return {"hours": secs // 3600, "minutes": secs % 3600 // 60, "seconds": secs % 60}
 
 
 def has_checkpoints(out_dir: Path) -> bool:
@@ -147,11 +154,13 @@ def fit_model(cfg: Config, train_items: list[TrainItem], val_items: list[TrainIt
         shutil.rmtree(out_dir)
     if resume and (out_dir / "fit.json").is_file() and last.is_file():
         log.info("%s: already finished; skipped (delete fit.json to train it further)", out_dir)
-        return FitResult.from_json(read_json(out_dir / "fit.json"))
+        return FitResult.from_json(read_json(out_dir / "fit.json"), out_dir)
     if main and not resume and has_checkpoints(out_dir):
         raise ToothsegError(f"{out_dir}: holds checkpoints from an earlier run; pass --resume to continue it or "
                             "--overwrite to start again")
     ckpt_path = str(last) if resume and last.is_file() else None
+    if ckpt_path is not None:
+        safe_load(last, f"delete {out_dir} or pass --overwrite to train this model again")  # refuse before Lightning
     if resume and ckpt_path is None:
         log.info("%s: no last.ckpt to resume from; starting this model from scratch", out_dir)
 
@@ -211,7 +220,7 @@ def fit_model(cfg: Config, train_items: list[TrainItem], val_items: list[TrainIt
         default_root_dir=str(out_dir), enable_model_summary=False,
     )
     t0 = time.monotonic()
-    trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path)
+    trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path, weights_only=True)
     seconds = time.monotonic() - t0
     best = out_dir / "best.ckpt"
     result = FitResult(out_dir, best, last, None, int(trainer.global_step), int(trainer.current_epoch),

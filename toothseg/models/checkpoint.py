@@ -1,0 +1,69 @@
+"""The one door for reading checkpoints and weight files: tensors and plain containers only, never code.
+
+Every ``.ckpt``/``.pt``/``.pth`` toothseg reads (fold checkpoints, resume state, init weights, bundle members)
+goes through `safe_load`, i.e. ``torch.load(weights_only=True)``. A file whose unpickling needs anything beyond
+tensors, numbers, strings and containers is refused: run folders and bundles are shared between people, and an
+unpickled file can run any code it likes.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from pathlib import Path
+from typing import Any
+
+from toothseg.errors import InputError
+
+
+def safe_load(path: str | Path, fix: str = "re-create it with toothseg (re-train or rebuild the bundle)") -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, with every failure turned into one `InputError` line."""
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(p, "file not found", fix)
+    if p.stat().st_size == 0:
+        raise InputError(p, "empty file (an interrupted copy or save?)", fix)
+    try:
+        return torch.load(str(p), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"(?:unsupported|Unsupported global:) GLOBAL ([\w.]+)", str(exc))
+        if found:  # the file names a Python callable to run while loading
+            raise InputError(p, "refused: loading it would need arbitrary unpickling, which can run code "
+                             f"(it references {found.group(1)})",
+                             f"use only checkpoints toothseg wrote; {fix}") from None
+        raise InputError(p, "not a plain PyTorch weights file (unsupported pickle content; not loaded)", fix) from None
+    except Exception as exc:  # torch raises many types for damaged files (EOFError, RuntimeError, KeyError, ...)
+        msg = str(exc).splitlines()[0].split(". ")[0][:120] if str(exc) else exc.__class__.__name__
+        raise InputError(p, f"truncated or not a PyTorch file ({msg})", fix) from None
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A Lightning checkpoint toothseg wrote: a dict with ``state_dict`` and ``hyper_parameters``."""
+    ckpt = safe_load(path, "re-train this fold ('toothseg train RUN --fold K --overwrite')")
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise InputError(path, "not a toothseg checkpoint (no state_dict)", "re-train this fold")
+    return ckpt
+
+
+def module_from_checkpoint(path: str | Path):
+    """Rebuild the `SegModule` from a checkpoint's ``hyper_parameters`` and load its weights (instead of
+    ``SegModule.load_from_checkpoint``, which unpickles with ``weights_only=False``)."""
+    from toothseg.train.module import SegModule
+
+    ckpt = load_checkpoint(path)
+    hp = ckpt.get("hyper_parameters")
+    try:
+        module = SegModule(model=dict(hp["model"]), scale=list(hp["scale"]), resize=str(hp["resize"]),
+                           train=dict(hp["train"]))
+    except Exception as exc:  # missing keys or values the config no longer accepts
+        raise InputError(path, f"checkpoint settings unusable ({exc.__class__.__name__}: "
+                         f"{str(exc).splitlines()[0][:120]})", "re-train this fold") from None
+    try:
+        module.load_state_dict(ckpt["state_dict"], strict=True)
+    except RuntimeError as exc:
+        raise InputError(path, f"weights do not fit the model its settings describe ({str(exc).splitlines()[0]})",
+                         "re-train this fold") from None
+    module.on_load_checkpoint(ckpt)
+    return module
