@@ -8,6 +8,7 @@ snapshot's mask against the best checkpoint's, averaged over folds. Pseudo-label
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import torch
 
 from toothseg.data.preprocess import to_network
 from toothseg.errors import InputError
+from toothseg.models.checkpoint import module_from_checkpoint, safe_load
 from toothseg.train.snapshots import SNAPSHOTS
 
 
@@ -27,15 +29,13 @@ class StabilityScorer:
     """Loads every fold's (snapshot1, snapshot2, best) networks of ``train/<tag>``; ``score(img)`` -> [0, 1]."""
 
     def __init__(self, tag_dir: Path, folds: list[int] | None = None) -> None:
-        from toothseg.train.module import SegModule
-
         fold_dirs = sorted(d for d in Path(tag_dir).glob("fold*") if d.name[4:].isdigit()
                            and (folds is None or int(d.name[4:]) in folds))
         if not fold_dirs:
             raise InputError(tag_dir, "no trained folds to measure stability with", "train the teacher first")
         self.folds: list[list[torch.nn.Module]] = []
         for fd in fold_dirs:
-            best = SegModule.load_from_checkpoint(str(fd / "best.ckpt"), map_location="cpu")
+            best = module_from_checkpoint(fd / "best.ckpt")
             self.size, self.resize = tuple(best.hparams["scale"]), best.hparams["resize"]
             nets = []
             for name in SNAPSHOTS:
@@ -44,8 +44,8 @@ class StabilityScorer:
                     raise InputError(path, "no training snapshot for the stability filter",
                                      "train the teacher with pseudo.stability_keep > 0 set (snapshots are saved "
                                      "during training) or set pseudo.stability_keep=0")
-                net = SegModule(**{k: best.hparams[k] for k in ("model", "scale", "resize", "train")}).model
-                net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+                net = copy.deepcopy(best.model)
+                net.load_state_dict(safe_load(path, "retrain the teacher with pseudo.stability_keep > 0"))
                 nets.append(net.eval())
             self.folds.append(nets + [best.model.eval()])
 
