@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> dict:
     args.work = args.work.expanduser().resolve()
     if args.work.exists() and any(args.work.iterdir()) and not args.resume:
         raise SystemExit(f"{args.work}: exists and is not empty; pass --resume to continue it or a new --work")
-    if _inside(args.work, REPO):
+    if args.work.resolve().is_relative_to(REPO.resolve()):
         raise SystemExit(f"{args.work}: the work folder holds real data links; put it outside the repository")
     args.work.mkdir(parents=True, exist_ok=True)
     args.train_folds = [str(k) for k in range(args.folds)] if args.train_folds == "all" else \
@@ -316,14 +316,6 @@ def main(argv: list[str] | None = None) -> dict:
     (args.out_dir / f"{stem}.md").write_text(table(res))
     print(table(res))
     return res
-
-
-def _inside(child: Path, parent: Path) -> bool:
-    try:
-        child.resolve().relative_to(parent.resolve())
-        return True
-    except ValueError:
-        return False
 
 
 if __name__ == "__main__":

@@ -59,14 +59,6 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _inside(child: Path, parent: Path) -> bool:
-    try:
-        child.resolve().relative_to(parent.resolve())
-        return True
-    except ValueError:
-        return False
-
-
 class Session:
     """Thread-safe state of one review: the server calls it from worker threads."""
 
@@ -81,7 +73,8 @@ class Session:
         self._lock = threading.Lock()
         for it in items:
             for p in (it.image_path, it.prediction):
-                if p is not None and (_inside(p, self.out) or _inside(self.out, p.parent)):
+                if p is not None and (p.resolve().is_relative_to(self.out.resolve())
+                                      or self.out.resolve().is_relative_to(p.parent.resolve())):
                     raise InputError(self.out, f"the reviewed dataset folder overlaps the inputs ({p})",
                                      "pass a new --out folder outside the images and predictions")
         marker = self.out / "review.json"
