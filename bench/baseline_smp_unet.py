@@ -98,7 +98,7 @@ def main() -> None:
     a.out.parent.mkdir(parents=True, exist_ok=True)
     if a.weights is not None:
         model = build_model()
-        model.load_state_dict(torch.load(a.weights, map_location="cpu"))
+        model.load_state_dict(torch.load(a.weights, map_location="cpu", weights_only=True))
         res = {"script": "bench/baseline_smp_unet.py", "weights": str(a.weights), "threads": a.threads,
                "predict": [predict_folder(model, spec) for spec in a.predict]}
         a.out.write_text(json.dumps(res, indent=2))
