@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from toothseg.atomic import atomic_path
 from toothseg.data.io import is_image_file, read_mask
 from toothseg.errors import InputError, ToothsegError
 from toothseg.evaluate.metrics import METRICS, diagonal, failure_metrics, score_pair
@@ -174,13 +175,11 @@ def _check_outputs(out: Path, overwrite: bool) -> None:
 def write_metrics_csv(rows: list[dict[str, Any]], path: Path) -> None:
     """Write per-image rows (CSV_COLUMNS order) atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as f:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
         w.writeheader()
         for r in rows:
             w.writerow({k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()})
-    tmp.replace(path)
 
 
 def evaluate(pred_dir: str | Path, gt_dir: str | Path, out: str | Path | None = None, tolerance: float = 2.0,

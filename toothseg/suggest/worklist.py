@@ -10,6 +10,7 @@ import csv
 import json
 from pathlib import Path
 
+from toothseg.atomic import atomic_path
 from toothseg.errors import InputError
 from toothseg.rundir import write_json
 
@@ -20,13 +21,11 @@ FIELDS = ["rank", "key", "image_path", "prediction", "score", "disagreement", "e
 def write_worklist(csv_path: Path, meta: dict, items: list[dict]) -> Path:
     """Write ``csv_path`` and the JSON beside it (same stem); returns the JSON path."""
     csv_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = csv_path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as f:
+    with atomic_path(csv_path) as tmp, tmp.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
         w.writeheader()
         for it in items:
             w.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in it.items()})
-    tmp.replace(csv_path)
     json_path = csv_path.with_suffix(".json")
     write_json(json_path, {**meta, "items": items})
     return json_path
