@@ -102,7 +102,8 @@ def main() -> None:
         worker(json.loads(a.worker))
         return
 
-    from toothseg.predict.bundle import build_bundle, load_bundle
+    from toothseg.predict.bundle_build import build_bundle
+from toothseg.predict.bundle_format import load_bundle
     from toothseg.predict.export import export
 
     a.work.mkdir(parents=True, exist_ok=True)

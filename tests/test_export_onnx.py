@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from test_predict_fakerun import draw_sample, make_run
 from toothseg.cli import app
 from toothseg.errors import ConfigError, ToothsegError
-from toothseg.predict.bundle import build_bundle
+from toothseg.predict.bundle_build import build_bundle
 from toothseg.predict.export import export
 from toothseg.predict.predictor import Predictor, predict
 

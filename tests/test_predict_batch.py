@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from test_predict_fakerun import draw_sample, fake_run  # noqa: F401  (fixture)
 from toothseg.cli import app
 from toothseg.errors import ToothsegError
-from toothseg.predict.bundle import build_bundle
+from toothseg.predict.bundle_build import build_bundle
 from toothseg.predict.predictor import predict
 
 

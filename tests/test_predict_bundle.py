@@ -11,7 +11,8 @@ import torch
 
 from test_predict_fakerun import N_IMAGES, TAGS, fake_run, make_run  # noqa: F401  (fixture)
 from toothseg.errors import InputError, ToothsegError
-from toothseg.predict.bundle import build_bundle, load_bundle
+from toothseg.predict.bundle_build import build_bundle
+from toothseg.predict.bundle_format import load_bundle
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from test_predict_fakerun import SHAPE, TAGS, draw_sample, fake_run  # noqa: F40
 from toothseg.config import build_config
 from toothseg.errors import ConfigError
 from toothseg.models.factory import create_model
-from toothseg.predict.bundle import build_bundle
+from toothseg.predict.bundle_build import build_bundle
 from toothseg.predict.fusion import fuse, simplex_grid
 from toothseg.predict.predictor import Predictor
 from toothseg.predict.tta import parse_tta, scaled_size

@@ -24,7 +24,8 @@ from toothseg.data.check import check
 from toothseg.data.io import read_image, read_mask
 from toothseg.durations import parse_hhmmss
 from toothseg.errors import ConfigError, InputError
-from toothseg.predict.bundle import build_bundle, load_bundle
+from toothseg.predict.bundle_build import build_bundle
+from toothseg.predict.bundle_format import load_bundle
 from toothseg.predict.predictor import Predictor
 
 REPO = Path(__file__).resolve().parents[1]

@@ -20,7 +20,7 @@ import pytest
 
 from test_predict_fakerun import draw_sample, fake_run  # noqa: F401  (fixture)
 from toothseg.errors import InputError, ToothsegError
-from toothseg.predict.bundle import build_bundle
+from toothseg.predict.bundle_build import build_bundle
 from toothseg.predict.inputs import expand_inputs
 from toothseg.predict.outputs import MARKER
 from toothseg.predict.predictor import predict

@@ -17,7 +17,7 @@ import torch
 from test_train_common import make_run
 from toothseg.errors import ConfigError, InputError, ToothsegError
 from toothseg.models.checkpoint import module_from_checkpoint, safe_load
-from toothseg.predict.bundle import build_bundle
+from toothseg.predict.bundle_build import build_bundle
 from toothseg.rundir import read_json
 from toothseg.train.engine import labelled_items, read_folds, score_fold, split_items, train
 from toothseg.train.fit import FitResult

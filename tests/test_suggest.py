@@ -52,7 +52,7 @@ def test_k_center_greedy_spreads_over_clusters_and_avoids_labelled() -> None:
 @pytest.fixture(scope="module")
 def pool_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The fake run with a bundle, 8 unlabelled images (u3/u4 a duplicate group) and one unreadable file."""
-    from toothseg.predict.bundle import build_bundle
+    from toothseg.predict.bundle_build import build_bundle
 
     root = tmp_path_factory.mktemp("suggest")
     run = make_run(root, tags={"unet-tiny-64x128": (64, 128)})

@@ -66,8 +66,8 @@ def run(data_dirs: list[str | Path], out: str | Path, preset: str = "cpu", confi
         # students start from their teacher's fold weights; after an interruption finished stages are reused
         summary["pseudo"] = retrain(rd.root, folds=folds, max_time=max_time, resume=not overwrite)
         summary["timings_s"]["pseudo+retrain"] = time.perf_counter() - t
-        if _has("toothseg.predict.bundle"):  # the bundle now fuses the students too
-            from toothseg.predict.bundle import build_bundle
+        if _has("toothseg.predict.bundle_build"):  # the bundle now fuses the students too
+            from toothseg.predict.bundle_build import build_bundle
 
             summary["bundle"] = str(build_bundle(rd.root))
     elif not has_unlabelled:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from toothseg.errors import ConfigError, ToothsegError
-from toothseg.predict.bundle import Bundle, load_bundle
+from toothseg.predict.bundle_format import Bundle, load_bundle
 from toothseg.predict.onnx_engine import INPUT_NAME, OUTPUT_NAME
 
 log = logging.getLogger("toothseg")

@@ -24,7 +24,7 @@ from toothseg.atomic import file_sha256
 from toothseg.data.io import read_image
 from toothseg.data.preprocess import Placement, from_network, to_network
 from toothseg.errors import ConfigError, ToothsegError
-from toothseg.predict.bundle import Bundle, load_bundle
+from toothseg.predict.bundle_format import Bundle, load_bundle
 from toothseg.predict.engines import TorchRunner, cpu_threads
 from toothseg.predict.inputs import expand_inputs
 from toothseg.predict.outputs import (OutputPaths, completion, image_record, mark_output_folder, summary_row,

@@ -36,7 +36,7 @@ def teacher_bundle(run: RunDir, tag: str, out: Path) -> Path:
 
     `build_bundle` collects every family of a run, so it is pointed at a view of the run holding just this one.
     """
-    from toothseg.predict.bundle import build_bundle
+    from toothseg.predict.bundle_build import build_bundle
 
     src = run.train_dir / tag
     if not (src / "model.json").is_file() and not any(src.glob("fold*/best.ckpt")):

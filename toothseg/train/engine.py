@@ -10,7 +10,6 @@ folds.json has OOF scores: see `toothseg.train.hard_mining` and `_hard_mining` b
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import math
 import shutil
@@ -264,8 +263,8 @@ def train(run: str | Path, fold: int | str = "all", preset: str | None = None, m
             info = train_tag(cfg, rd, mcfg, tuple(scale), fold_ids, folds, items, resume, overwrite)
             if info:
                 out["models"][info["tag"]] = info
-    if is_main_process() and importlib.util.find_spec("toothseg.predict.bundle") is not None:
-        from toothseg.predict.bundle import build_bundle
+    if is_main_process():
+        from toothseg.predict.bundle_build import build_bundle
 
         out["bundle"] = str(build_bundle(rd.root))
     return out

@@ -1,0 +1,197 @@
+"""Build a bundle from a run: collect the trained model families, turn checkpoints into plain weights, tune on OOF
+maps (`bundle_tune`) and swap the finished folder in whole."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import toothseg
+from toothseg.errors import InputError, ToothsegError
+from toothseg.predict.bundle_format import BUNDLE_FORMAT, BUNDLE_VERSION
+from toothseg.predict.bundle_tune import predict_settings, tune_on_oof
+from toothseg.rundir import RunDir, open_run, read_json, write_json
+
+log = logging.getLogger("toothseg")
+
+_FOLD_DIR = re.compile(r"^fold(\w+)$")
+
+
+@dataclass(frozen=True)
+class Family:
+    """One trained model family: ``train/<tag>`` with its model.json and its ``fold<k>/best.ckpt`` folders."""
+
+    tag: str
+    dir: Path
+    info: dict
+    folds: list[tuple[int | str, Path]]
+
+
+def extract_state_dict(ckpt: dict, path: Path) -> dict:
+    """Network weights of a Lightning checkpoint (keys ``model.*``), without the prefix."""
+    sd = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(sd, dict):
+        raise InputError(path, "checkpoint has no state_dict", "re-train this fold")
+    out = {k[len("model."):]: v for k, v in sd.items() if k.startswith("model.")}
+    if not out:
+        raise InputError(path, "checkpoint has no 'model.*' weights", "save the network as the module's 'model'")
+    return out
+
+
+def _hparams_geometry(ckpt: dict) -> dict:
+    """ModelConfig / scale / resize from checkpoint hparams, wherever the trainer nested them."""
+    hp = ckpt.get("hyper_parameters") or {}
+    found: dict[str, Any] = {}
+    stack = [hp]
+    while stack:
+        d = stack.pop()
+        if not isinstance(d, dict):
+            continue
+        for k in ("model", "scale", "resize"):
+            if k in d and k not in found and (k != "model" or isinstance(d[k], dict)):
+                found[k] = d[k]
+        stack.extend(v for v in d.values() if isinstance(v, dict))
+    return found
+
+
+def trained_families(run: RunDir) -> list[Family]:
+    """Every ``train/<tag>`` with at least one ``fold<k>/best.ckpt``."""
+    families = []
+    for tag_dir in sorted(p for p in run.train_dir.iterdir() if p.is_dir()):
+        info = read_json(tag_dir / "model.json") if (tag_dir / "model.json").is_file() else {}
+        folds = []
+        for fd in sorted(tag_dir.iterdir()):
+            m = _FOLD_DIR.match(fd.name)
+            if m and fd.is_dir() and (fd / "best.ckpt").is_file():
+                folds.append((int(m.group(1)) if m.group(1).isdigit() else m.group(1), fd))
+        if folds:
+            families.append(Family(info.get("tag", tag_dir.name), tag_dir, info, folds))
+        else:
+            log.warning("%s: no fold*/best.ckpt; tag left out of the bundle", tag_dir)
+    return families
+
+
+def _bundle_member(family: Family, fold: int | str, fd: Path, tmp: Path, net: Any) -> tuple[dict, Any]:
+    """Write one fold's network weights into the bundle being built; returns its member record (and the net)."""
+    import torch
+
+    from toothseg.config import ModelConfig
+    from toothseg.models.checkpoint import load_checkpoint
+    from toothseg.models.factory import create_model
+
+    ckpt = load_checkpoint(fd / "best.ckpt")
+    hp = _hparams_geometry(ckpt)
+    model_d = family.info.get("model") or hp.get("model")
+    scale = family.info.get("scale") or hp.get("scale")
+    if model_d is None or scale is None:
+        raise InputError(family.dir / "model.json", "model config or scale unknown",
+                         "re-run 'toothseg train' so it writes model.json")
+    model_d = ModelConfig(**model_d).model_dump(mode="json")
+    sd = extract_state_dict(ckpt, fd / "best.ckpt")
+    if net is None:
+        net = create_model(ModelConfig(**model_d), load_weights=False)
+    try:
+        net.load_state_dict(sd, strict=True)  # fail here, not at predict time
+    except RuntimeError as exc:
+        raise InputError(fd / "best.ckpt", f"weights do not fit model {model_d['name']}/"
+                         f"{model_d['encoder']} ({str(exc).splitlines()[0]})", "re-train this fold") from None
+    rel = f"models/{family.tag}__fold{fold}.pt"
+    torch.save(sd, tmp / rel)
+    return {"tag": family.tag, "fold": fold, "model": model_d, "scale": [int(x) for x in scale],
+            "resize": family.info.get("resize") or hp.get("resize") or "resize", "checkpoint": rel}, net
+
+
+def _data_summary(run: RunDir) -> dict:
+    from toothseg.data.layout import read_index
+
+    if not run.samples.is_file():
+        return {}
+    per: dict[str, dict[str, int]] = {}
+    for s in read_index(run.samples):
+        d = per.setdefault(s.source, {"labelled": 0, "unlabelled": 0})
+        d["labelled" if s.labelled else "unlabelled"] += 1
+    return {"sources": per, "n_labelled": sum(d["labelled"] for d in per.values()),
+            "n_unlabelled": sum(d["unlabelled"] for d in per.values())}
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Replace ``out`` by the finished ``tmp`` folder; readers see the old bundle or the new one, never a mix."""
+    old = out.with_name(out.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def build_bundle(run: str | Path, out: Path | None = None, zip: bool = False) -> Path:
+    """Collect a run's trained folds into RUN/bundle (or ``out``); returns the bundle folder.
+
+    Re-building replaces the previous bundle as a whole (including any ONNX export, which would be stale).
+    """
+    import torch
+
+    rd = open_run(run)
+    rd.require(rd.train_dir, "train")
+    families = trained_families(rd)
+    if not families:
+        raise ToothsegError(f"{rd.train_dir}: no trained fold (train/<tag>/fold<k>/best.ckpt); run 'toothseg train'")
+    if rd.folds.is_file():
+        from toothseg.train.engine import read_folds
+        from toothseg.train.provenance import check_run_folds
+
+        folds = read_folds(rd)
+        for f in families:
+            check_run_folds(folds, f.folds)
+    out = Path(out) if out is not None else rd.bundle_dir
+    tmp = out.with_name(out.name + ".building")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "models").mkdir(parents=True)
+
+    members: list[dict] = []
+    for f in families:
+        net = None
+        for fold, fd in f.folds:
+            member, net = _bundle_member(f, fold, fd, tmp, net)
+            members.append(member)
+
+    tuning = tune_on_oof(rd, {f.tag: [fd for _, fd in f.folds] for f in families},
+                         {f.tag: f.info.get("cv_dice") for f in families})
+    n_folds = {f.tag: len(f.folds) for f in families}
+    for m in members:
+        m["weight"] = round(tuning.weights[m["tag"]] / n_folds[m["tag"]], 8)
+    settings = predict_settings(rd, tuning.tuned)
+    meta = {
+        "format": BUNDLE_FORMAT,
+        "format_version": BUNDLE_VERSION,
+        "toothseg_version": toothseg.__version__,
+        "torch_version": torch.__version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "run": str(rd.root.resolve()),
+        "members": members,
+        "tags": {f.tag: {"folds": [k for k, _ in f.folds], "cv_dice": f.info.get("cv_dice"),
+                         "weight": tuning.weights[f.tag]} for f in families},
+        "fusion": {"tag_weights": tuning.weights, **tuning.fusion},
+        "threshold": settings["threshold"],
+        "postprocess": settings["postprocess"],
+        "fixed_by_config": settings["fixed_by_config"],
+        "tta": settings["tta"],
+        "oof": tuning.tuned["oof"] if tuning.tuned else None,
+        "data": _data_summary(rd),
+        "config": settings["config"],
+    }
+    write_json(tmp / "bundle.json", meta)
+    _swap_in(tmp, out)
+    if zip:
+        out.with_suffix(".zip").unlink(missing_ok=True)
+        shutil.make_archive(str(out), "zip", root_dir=out)
+    oof = meta["oof"] or {}
+    log.info("bundle: %d members, threshold %.2f, post-processing %s, OOF Dice %s -> %s -> %s",
+             len(members), meta["threshold"], meta["postprocess"], oof.get("dice_at_0.5"),
+             oof.get("dice_tuned_threshold"), oof.get("dice_with_postprocess"))
+    return out
