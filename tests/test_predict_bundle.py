@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -86,8 +87,6 @@ def test_build_bundle_rejects_mismatched_weights(tmp_path: Path) -> None:
 
 def test_single_tag_without_oof_keeps_defaults(tmp_path: Path) -> None:
     run = make_run(tmp_path, tags={"t-64x128": (64, 128)}, folds=1)
-    import shutil
-
     shutil.rmtree(run / "train" / "t-64x128" / "fold0" / "oof")
     meta = json.loads((build_bundle(run) / "bundle.json").read_text())
     assert meta["threshold"] == 0.5 and meta["oof"] is None
@@ -108,3 +107,48 @@ def test_run_config_predict_settings_win_over_oof_tuning(bundle_dir: Path, tmp_p
     tuned = json.loads((bundle_dir / "bundle.json").read_text())  # same fake run, config untouched
     assert tuned["fixed_by_config"] == {} and tuned["postprocess"]["min_component"] > 0
     assert meta["postprocess"]["fill_holes"] == tuned["postprocess"]["fill_holes"]  # not fixed: still tuned
+
+
+def _add_ablation(run: Path, tag: str = "ablation-pretrained-64x128") -> str:
+    """A second family trained into the same run with model settings the config did not choose."""
+    src = run / "train" / "unet-tiny-64x128"
+    shutil.copytree(src, run / "train" / tag)
+    info = json.loads((src / "model.json").read_text())
+    (run / "train" / tag / "model.json").write_text(json.dumps({**info, "tag": tag,
+                                                                "model": {**info["model"], "weights": "cache"}}))
+    return tag
+
+
+def test_ablation_family_stays_out_unless_named(tmp_path: Path) -> None:
+    run = make_run(tmp_path, tags={"unet-tiny-64x128": (64, 128)}, folds=1)
+    tag = _add_ablation(run)
+    meta = json.loads((build_bundle(run) / "bundle.json").read_text())
+    assert {m["tag"] for m in meta["members"]} == {"unet-tiny-64x128"} and meta["chosen_by"] == "config"
+    named = json.loads((build_bundle(run, members=["unet-tiny-64x128", tag]) / "bundle.json").read_text())
+    assert {m["tag"] for m in named["members"]} == {"unet-tiny-64x128", tag} and named["chosen_by"] == "--members"
+    with pytest.raises(ToothsegError, match="no trained model family 'nope'; trained: "):
+        build_bundle(run, members=["nope"])
+
+
+def test_students_of_the_config_schedule_join_the_bundle(tmp_path: Path) -> None:
+    run = make_run(tmp_path, tags={"unet-tiny-64x128": (64, 128)}, folds=1)
+    cfg = json.loads((run / "train" / "unet-tiny-64x128" / "model.json").read_text())
+    for tag, schedule in (("student", "pretrain-mix"), ("other-schedule", "mix")):
+        shutil.copytree(run / "train" / "unet-tiny-64x128", run / "train" / tag)
+        (run / "train" / tag / "model.json").write_text(json.dumps(
+            {**cfg, "tag": tag, "schedule": schedule, "soft": False, "round": 1, "teacher": "unet-tiny-64x128"}))
+    meta = json.loads((build_bundle(run) / "bundle.json").read_text())
+    assert sorted(meta["tags"]) == ["student", "unet-tiny-64x128"]
+
+
+def test_bundle_cli_unknown_member_is_one_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from toothseg.cli import app
+
+    run = make_run(tmp_path, tags={"unet-tiny-64x128": (64, 128)}, folds=1)
+    res = CliRunner().invoke(app, ["bundle", str(run), "--members", "nope"])
+    assert res.exit_code != 0 and isinstance(res.exception, ToothsegError)
+    assert "\n" not in str(res.exception) and "no trained model family 'nope'" in str(res.exception)
+    ok = CliRunner().invoke(app, ["bundle", str(run), "--members", "unet-tiny-64x128"])
+    assert ok.exit_code == 0 and "bundle:" in ok.output

@@ -54,6 +54,7 @@ def make_run(root: Path, tags: dict[str, tuple[int, int]] = TAGS, folds: int = 2
     run = root / "run"
     data = root / "data" / "synth"
     cfg = build_config("tiny")
+    cfg.train.scales = list(tags.values())  # the config chose every family: all of them make the bundle
     save_config(cfg, run / "config.yaml")
     keys = []
     (data / "images").mkdir(parents=True)

@@ -18,8 +18,8 @@ app = typer.Typer(
 )
 
 # Verb modules, in pipeline order; each defines ``register(app)``.
-_VERBS = ["synth", "check", "prepare", "train", "pseudo", "run", "predict", "evaluate", "export", "report", "suggest", "review",
-          "demo"]
+_VERBS = ["synth", "check", "prepare", "train", "pseudo", "run", "bundle", "predict", "evaluate", "export", "report",
+          "suggest", "review", "demo"]
 
 
 def _register_all() -> None:

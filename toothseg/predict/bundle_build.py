@@ -1,5 +1,10 @@
-"""Build a bundle from a run: collect the trained model families, turn checkpoints into plain weights, tune on OOF
-maps (`bundle_tune`) and swap the finished folder in whole."""
+"""Build a bundle from a run: choose its model families, turn their checkpoints into plain weights, tune on OOF maps
+(`bundle_tune`) and swap the finished folder in whole.
+
+The members are listed, never implied by what lies under ``train/``: by default the families the run config chose
+(``model`` + ``models`` at their scales, and the students of its pseudo-label schedule), or the tags named. An
+ablation arm or a stale tag trained into the same run stays out of the deployed bundle unless it is named.
+"""
 
 from __future__ import annotations
 
@@ -76,6 +81,57 @@ def trained_families(run: RunDir) -> list[Family]:
     return families
 
 
+def _is_model(info: dict, wanted: dict) -> bool:
+    from toothseg.config import ModelConfig
+
+    try:
+        return ModelConfig(**dict(info.get("model") or {})).model_dump(mode="json") == wanted
+    except (TypeError, ValueError):
+        return False
+
+
+def chosen_tags(run: RunDir, families: list[Family]) -> list[str]:
+    """The families the run config chose: its models at their scales, then the students of its schedule (round by
+    round, each taught by an already chosen family or by ``pseudo.teacher``)."""
+    if not run.config.is_file():
+        raise InputError(run.config, "no run config to tell which trained families make the bundle",
+                         "name them: toothseg bundle RUN --members TAG,TAG")
+    cfg = run.load_config()
+    wanted = [(m.model_dump(mode="json"), [list(s) for s in (m.scales or cfg.train.scales)])
+              for m in [cfg.model, *cfg.models]]
+    chosen = [f.tag for f in families if f.info.get("schedule") is None and any(
+        _is_model(f.info, d) and list(f.info.get("scale") or []) in scales for d, scales in wanted)]
+    p = cfg.pseudo
+    teachers = set(chosen) | ({p.teacher} if p.teacher else set())
+    for f in sorted(families, key=lambda f: int(f.info.get("round") or 0)):
+        i = f.info
+        if i.get("schedule") == p.schedule and bool(i.get("soft")) == p.soft and int(i.get("round") or 1) <= p.rounds \
+                and (i.get("teacher") in teachers or (i.get("teacher") is None and _is_model(i, wanted[0][0]))):
+            chosen.append(f.tag)
+            teachers.add(f.tag)
+    return chosen
+
+
+def select_families(run: RunDir, members: list[str] | None) -> list[Family]:
+    """The families named in ``members`` (all must be trained), or `chosen_tags` when None."""
+    families = trained_families(run)
+    if not families:
+        raise ToothsegError(f"{run.train_dir}: no trained fold (train/<tag>/fold<k>/best.ckpt); run 'toothseg train'")
+    by_tag = {f.tag: f for f in families}
+    names = chosen_tags(run, families) if members is None else list(dict.fromkeys(members))
+    unknown = [t for t in names if t not in by_tag]
+    if unknown:
+        raise ToothsegError(f"{run.train_dir}: no trained model family '{unknown[0]}'; trained: {', '.join(by_tag)}")
+    if not names:
+        raise ToothsegError(f"{run.train_dir}: none of the trained families ({', '.join(by_tag)}) is the config's "
+                            "model/models or one of their students; name them with --members TAG,TAG")
+    left_out = [t for t in by_tag if t not in names]
+    if left_out:
+        log.info("bundle: %s left out (not chosen by the run config; name them with --members to include)",
+                 ", ".join(left_out))
+    return [by_tag[t] for t in names]
+
+
 def _bundle_member(family: Family, fold: int | str, fd: Path, tmp: Path, net: Any) -> tuple[dict, Any]:
     """Write one fold's network weights into the bundle being built; returns its member record (and the net)."""
     import torch
@@ -129,8 +185,10 @@ def _swap_in(tmp: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def build_bundle(run: str | Path, out: Path | None = None, zip: bool = False) -> Path:
-    """Collect a run's trained folds into RUN/bundle (or ``out``); returns the bundle folder.
+def build_bundle(run: str | Path, out: Path | None = None, zip: bool = False,
+                 members: list[str] | None = None) -> Path:
+    """Collect the folds of the chosen families (``members``: tags; None = `chosen_tags`) into RUN/bundle (or
+    ``out``); returns the bundle folder.
 
     Re-building replaces the previous bundle as a whole (including any ONNX export, which would be stale).
     """
@@ -138,9 +196,7 @@ def build_bundle(run: str | Path, out: Path | None = None, zip: bool = False) ->
 
     rd = open_run(run)
     rd.require(rd.train_dir, "train")
-    families = trained_families(rd)
-    if not families:
-        raise ToothsegError(f"{rd.train_dir}: no trained fold (train/<tag>/fold<k>/best.ckpt); run 'toothseg train'")
+    families = select_families(rd, members)
     if rd.folds.is_file():
         from toothseg.train.engine import read_folds
         from toothseg.train.provenance import check_run_folds
@@ -153,17 +209,17 @@ def build_bundle(run: str | Path, out: Path | None = None, zip: bool = False) ->
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "models").mkdir(parents=True)
 
-    members: list[dict] = []
+    records: list[dict] = []
     for f in families:
         net = None
         for fold, fd in f.folds:
             member, net = _bundle_member(f, fold, fd, tmp, net)
-            members.append(member)
+            records.append(member)
 
     tuning = tune_on_oof(rd, {f.tag: [fd for _, fd in f.folds] for f in families},
                          {f.tag: f.info.get("cv_dice") for f in families})
     n_folds = {f.tag: len(f.folds) for f in families}
-    for m in members:
+    for m in records:
         m["weight"] = round(tuning.weights[m["tag"]] / n_folds[m["tag"]], 8)
     settings = predict_settings(rd, tuning.tuned)
     meta = {
@@ -173,7 +229,8 @@ def build_bundle(run: str | Path, out: Path | None = None, zip: bool = False) ->
         "torch_version": torch.__version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "run": str(rd.root.resolve()),
-        "members": members,
+        "members": records,
+        "chosen_by": "config" if members is None else "--members",
         "tags": {f.tag: {"folds": [k for k, _ in f.folds], "cv_dice": f.info.get("cv_dice"),
                          "weight": tuning.weights[f.tag]} for f in families},
         "fusion": {"tag_weights": tuning.weights, **tuning.fusion},
@@ -192,6 +249,6 @@ def build_bundle(run: str | Path, out: Path | None = None, zip: bool = False) ->
         shutil.make_archive(str(out), "zip", root_dir=out)
     oof = meta["oof"] or {}
     log.info("bundle: %d members, threshold %.2f, post-processing %s, OOF Dice %s -> %s -> %s",
-             len(members), meta["threshold"], meta["postprocess"], oof.get("dice_at_0.5"),
+             len(records), meta["threshold"], meta["postprocess"], oof.get("dice_at_0.5"),
              oof.get("dice_tuned_threshold"), oof.get("dice_with_postprocess"))
     return out
