@@ -82,9 +82,9 @@ def worker(spec: dict) -> None:
     s = predict(spec["bundle"], [spec["inputs"]], spec["out"], engine=spec["engine"], folds=spec["folds"],
                 tta=spec["tta"], overwrite=True, batch_size=spec["batch_size"], threads=spec["threads"],
                 save_prob=False, overlay=True)
-    s["peak_rss_mib"] = peak_rss_mib()
-    print("RESULT " + json.dumps({k: s[k] for k in ("n_ok", "n_failed", "seconds", "load_seconds", "images_per_s",
-                                                    "n_members", "engine", "tta", "peak_rss_mib")}))
+    print("RESULT " + json.dumps({**{k: getattr(s, k) for k in ("n_ok", "n_failed", "seconds", "load_seconds",
+                                                                 "images_per_s", "n_members", "engine", "tta")},
+                                  "peak_rss_mib": peak_rss_mib()}))
 
 
 def main() -> None:

@@ -54,15 +54,15 @@ def test_evaluate_reports_everything(folders: tuple[Path, Path], tmp_path: Path)
     assert rows["a3"]["status"] == "unreadable"
     assert rows["a5"]["status"] == "ok" and float(rows["a5"]["dice"]) == 1.0 and float(rows["a5"]["hd"]) == 0.0
     assert rows["a0"]["source"] == "clinic"
-    assert s["missing"] == [] and sorted(s["failed"]) == ["a3", "a4"] and s["extra"] == ["stray"]
-    assert s["n_images"] == 6 and s["n_failed"] == 2
+    assert s.missing == [] and sorted(s.failed) == ["a3", "a4"] and s.extra == ["stray"]
+    assert s.n_images == 6 and s.n_failed == 2
     # the summary is over all six rows, failures included as zeros
     dices = [float(r["dice"]) for r in rows.values()]
-    assert s["metrics"]["dice"]["mean"] == pytest.approx(np.mean(dices), abs=1e-5)
-    lo, hi = s["metrics"]["dice"]["ci95"]
-    assert lo <= s["metrics"]["dice"]["mean"] <= hi
+    assert s.metrics["dice"]["mean"] == pytest.approx(np.mean(dices), abs=1e-5)
+    lo, hi = s.metrics["dice"]["ci95"]
+    assert lo <= s.metrics["dice"]["mean"] <= hi
     on_disk = json.loads((tmp_path / "ev" / "summary.json").read_text())
-    assert on_disk["metrics"]["sts"]["mean"] == pytest.approx(s["metrics"]["sts"]["mean"])
+    assert on_disk["metrics"]["sts"]["mean"] == pytest.approx(s.metrics["sts"]["mean"])
     md = (tmp_path / "ev" / "summary.md").read_text()
     assert "| dice |" in md and "stray" in md and "image diagonal" in md
 
@@ -70,7 +70,7 @@ def test_evaluate_reports_everything(folders: tuple[Path, Path], tmp_path: Path)
 def test_missing_predictions_count_as_failures(folders: tuple[Path, Path], tmp_path: Path) -> None:
     pred_dir, gt_dir = folders
     s = evaluate(pred_dir, gt_dir, out=tmp_path / "ev")
-    assert s["missing"] == ["a5"]
+    assert s.missing == ["a5"]
     rows = _read_rows(tmp_path / "ev" / "metrics.csv")
     assert rows["a5"]["status"] == "missing" and float(rows["a5"]["sts"]) == 0.0
 
@@ -96,7 +96,7 @@ def test_per_source_subfolder_and_mask_folder(folders: tuple[Path, Path], tmp_pa
         (nested / p.name).write_bytes(p.read_bytes())
     a = evaluate(tmp_path / "nested", gt_dir / "masks", out=tmp_path / "e1")  # PRED/<source>/, GT = masks folder
     b = evaluate(pred_dir, gt_dir, out=tmp_path / "e2")
-    assert a["source"] == "clinic" and a["metrics"]["dice"] == b["metrics"]["dice"]
+    assert a.source == "clinic" and a.metrics["dice"] == b.metrics["dice"]
 
 
 @pytest.mark.parametrize("case", ["no-pred-dir", "no-gt-dir", "no-match", "empty-gt", "bad-tolerance"])

@@ -16,7 +16,7 @@ from test_predict_fakerun import draw_sample, fake_run  # noqa: F401  (fixture)
 from toothseg.cli import app
 from toothseg.errors import ToothsegError
 from toothseg.predict.bundle_build import build_bundle
-from toothseg.predict.predictor import predict
+from toothseg.predict.batch import predict
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +46,8 @@ def test_predict_folder_with_bad_file(bundle_dir: Path, inputs: Path, tmp_path: 
     out = tmp_path / "out"
     s = predict(bundle_dir, [str(inputs), str(inputs / "missing.png")], out, save_prob=True, folds=[0], batch_size=2,
                 workers=2, threads=1)
-    assert (s["n_ok"], s["n_failed"], s["n_skipped"]) == (3, 2, 0)
-    errors = " ".join(f["error"] for f in s["failures"])
+    assert (s.n_ok, s.n_failed, s.n_skipped) == (3, 2, 0)
+    errors = " ".join(f["error"] for f in s.failures)
     assert "broken.png" in errors and "missing.png" in errors
     for stem, shape in {"a": (70, 140), "b": (81, 160), "c": (64, 128)}.items():
         mask = cv2.imread(str(out / "masks" / f"{stem}.png"), cv2.IMREAD_UNCHANGED)
@@ -65,15 +65,15 @@ def test_predict_folder_with_bad_file(bundle_dir: Path, inputs: Path, tmp_path: 
 def test_existing_outputs_are_not_overwritten(bundle_dir: Path, inputs: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     first = predict(bundle_dir, [str(inputs / "a.png")], out, folds=[0], tta=False, threads=1)
-    assert first["n_ok"] == 1
+    assert first.n_ok == 1
     mask_file = out / "masks" / "a.png"
     cv2.imwrite(str(mask_file), np.zeros((70, 140), np.uint8))  # mark it: a re-run must leave it alone
     again = predict(bundle_dir, [str(inputs / "a.png")], out, folds=[0], tta=False, threads=1)
-    assert (again["n_ok"], again["n_skipped"]) == (0, 1)
+    assert (again.n_ok, again.n_skipped) == (0, 1)
     assert cv2.imread(str(mask_file), cv2.IMREAD_UNCHANGED).max() == 0
     assert _rows(out)["a"]["status"] == "skipped" and _rows(out)["a"]["tooth_area_px"] != ""
     forced = predict(bundle_dir, [str(inputs / "a.png")], out, folds=[0], tta=False, overwrite=True, threads=1)
-    assert forced["n_ok"] == 1
+    assert forced.n_ok == 1
     rec = json.loads((out / "json" / "a.json").read_text())
     assert (cv2.imread(str(mask_file), cv2.IMREAD_UNCHANGED) > 0).sum() == rec["tooth_area_px"]
 
@@ -84,7 +84,7 @@ def test_same_stem_twice_is_reported(bundle_dir: Path, inputs: Path, tmp_path: P
     (other / "a.png").write_bytes((inputs / "a.png").read_bytes())
     s = predict(bundle_dir, [str(inputs / "a.png"), str(other / "a.png")], tmp_path / "out", folds=[0], tta=False,
                 overlay=False, threads=1)
-    assert s["n_ok"] == 1 and s["n_failed"] == 1 and "already used" in s["failures"][0]["error"]
+    assert s.n_ok == 1 and s.n_failed == 1 and "already used" in s.failures[0]["error"]
     assert not (tmp_path / "out" / "overlays").exists()
 
 
@@ -116,7 +116,7 @@ def test_postprocess_overrides_reach_the_masks(bundle_dir: Path, inputs: Path, t
     a = predict(bundle_dir, [str(inputs / "a.png")], tmp_path / "tuned", folds=[0], threads=1, overlay=False)
     b = predict(bundle_dir, [str(inputs / "a.png")], tmp_path / "raw", folds=[0], threads=1, overlay=False,
                 min_component=0, fill_holes=False)
-    assert a["n_ok"] == b["n_ok"] == 1
+    assert a.n_ok == b.n_ok == 1
     rec_a = json.loads((tmp_path / "tuned" / "json" / "a.json").read_text())
     rec_b = json.loads((tmp_path / "raw" / "json" / "a.json").read_text())
     assert rec_a["postprocess"] == tuned

@@ -27,7 +27,7 @@ def bundle_dir(fake_run: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def predictor(bundle_dir: Path) -> Predictor:
-    return Predictor(bundle_dir, tta=False, threads=1)
+    return Predictor.from_bundle(bundle_dir, tta=False, threads=1)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_hflip_tta_makes_prediction_mirror_symmetric(predictor: Predictor, image
 
 
 def test_scale_tta_and_fold_selection(bundle_dir: Path, image: np.ndarray) -> None:
-    p = Predictor(bundle_dir, folds=[1], tta=["hflip", "scale:1.5"], threads=1)
+    p = Predictor.from_bundle(bundle_dir, folds=[1], tta=["hflip", "scale:1.5"], threads=1)
     assert len(p.nets) == len(TAGS) and all(n.name.endswith("fold1") for n in p.nets)
     assert ((96, 192), "resize") in p.geometries and (scaled_size((96, 192), 1.5), "resize") in p.geometries
     assert p.predict_proba(image).shape == image.shape
@@ -76,7 +76,7 @@ def test_in_memory_models_and_letterbox(image: np.ndarray) -> None:
     cfg = build_config("tiny").model
     nets = [(create_model(cfg, load_weights=False), (64, 128), "letterbox", 1.0),
             (create_model(cfg, load_weights=False), (64, 64), "resize", 3.0)]
-    p = Predictor(nets, tta=False, threads=1)
+    p = Predictor.from_models(nets, tta=False, threads=1)
     members = p.predict_members(image)
     assert [m.shape for m in members] == [image.shape] * 2
     np.testing.assert_allclose(p.predict_proba(image), 0.25 * members[0] + 0.75 * members[1], atol=1e-6)
@@ -85,11 +85,11 @@ def test_in_memory_models_and_letterbox(image: np.ndarray) -> None:
 
 def test_bad_settings(bundle_dir: Path) -> None:  # all rejected before any network is built
     with pytest.raises(ConfigError, match="unknown TTA"):
-        Predictor(bundle_dir, tta=["vflip"])
+        Predictor.from_bundle(bundle_dir, tta=["vflip"])
     with pytest.raises(ConfigError, match="engine"):
-        Predictor(bundle_dir, engine="tensorrt")
+        Predictor.from_bundle(bundle_dir, engine="tensorrt")
     with pytest.raises(ConfigError, match="threshold"):
-        Predictor(bundle_dir, threshold=1.5)
+        Predictor.from_bundle(bundle_dir, threshold=1.5)
     with pytest.raises(ConfigError, match="scale"):
         parse_tta(["scale:abc"])
 

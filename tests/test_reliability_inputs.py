@@ -205,7 +205,7 @@ def _m0(meta: dict) -> dict:
 def test_tampered_bundle_json_is_one_line(bundle: Path, tmp_path: Path, edit, message: str) -> None:
     b = _tampered(bundle, tmp_path, edit)
     with pytest.raises(InputError, match=message) as ei:
-        Predictor(b, threads=1)
+        Predictor.from_bundle(b, threads=1)
     assert "\n" not in str(ei.value) and "bundle" in str(ei.value)
 
 
@@ -231,7 +231,7 @@ def test_damaged_member_weights_are_one_line(bundle: Path, tmp_path: Path, damag
         pt.write_bytes({"empty": b"", "truncated": data[: len(data) // 3], "garbage": b"x" * 100}[damage])
     expected = r"\.pt: (empty file|truncated|refused|not a state dict|not a plain PyTorch weights file)"
     with pytest.raises(InputError, match=expected) as ei:
-        Predictor(dst, threads=1)
+        Predictor.from_bundle(dst, threads=1)
     assert "\n" not in str(ei.value)
     assert not (tmp_path / "PWNED").exists()
 

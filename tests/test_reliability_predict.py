@@ -23,7 +23,7 @@ from toothseg.errors import InputError, ToothsegError
 from toothseg.predict.bundle_build import build_bundle
 from toothseg.predict.inputs import expand_inputs
 from toothseg.predict.outputs import MARKER
-from toothseg.predict.predictor import predict
+from toothseg.predict.batch import predict
 
 KW = {"folds": [0], "tta": False, "threads": 1, "workers": 1}
 
@@ -65,7 +65,7 @@ def test_records_hash_and_relative_outputs(bundle_dir: Path, tmp_path: Path) -> 
     src = _images(tmp_path / "in", 2)
     out = tmp_path / "out"
     s = predict(bundle_dir, [str(src)], out, **KW)
-    assert s["n_ok"] == 2 and (out / MARKER).is_file()
+    assert s.n_ok == 2 and (out / MARKER).is_file()
     rec = json.loads((out / "json" / "x0.json").read_text())
     import hashlib
 
@@ -76,7 +76,7 @@ def test_records_hash_and_relative_outputs(bundle_dir: Path, tmp_path: Path) -> 
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
     again = predict(bundle_dir, [str(src)], copy, **KW)
-    assert (again["n_ok"], again["n_skipped"]) == (0, 2)
+    assert (again.n_ok, again.n_skipped) == (0, 2)
 
 
 def test_interrupted_outputs_are_redone_not_kept(bundle_dir: Path, tmp_path: Path) -> None:
@@ -91,7 +91,7 @@ def test_interrupted_outputs_are_redone_not_kept(bundle_dir: Path, tmp_path: Pat
     (out / "overlays" / "x1.png").unlink()
     (out / "overlays" / ".x2.123-4.tmp.png").write_bytes(b"half")
     s = predict(bundle_dir, [str(src)], out, **KW)
-    assert (s["n_ok"], s["n_skipped"], s["n_failed"]) == (2, 1, 0)
+    assert (s.n_ok, s.n_skipped, s.n_failed) == (2, 1, 0)
     status = {r["stem"]: r["status"] for r in _rows(out)}
     assert status == {"x0": "ok", "x1": "ok", "x2": "skipped"}
     assert (out / "masks" / "x1.png").read_bytes() == good_mask  # same input, same bundle: same mask
@@ -112,18 +112,18 @@ def test_failed_write_leaves_no_final_file(bundle_dir: Path, tmp_path: Path, mon
 
     monkeypatch.setattr(cv2, "imwrite", half_then_fail)
     s = predict(bundle_dir, [str(src)], out, **KW)
-    assert s["n_failed"] == 1 and "No space left" in s["failures"][0]["error"]
+    assert s.n_failed == 1 and "No space left" in s.failures[0]["error"]
     assert not (out / "overlays" / "x0.png").exists() and not (out / "json" / "x0.json").exists()
     assert list((out / "overlays").iterdir()) == []
     monkeypatch.setattr(cv2, "imwrite", real)
     s = predict(bundle_dir, [str(src)], out, **KW)
-    assert s["n_ok"] == 1
+    assert s.n_ok == 1
     _assert_complete(out)
 
 
 KILL_SCRIPT = textwrap.dedent("""
     import sys
-    from toothseg.predict.predictor import predict
+    from toothseg.predict.batch import predict
     predict({bundle!r}, [{src!r}], {out!r}, folds=[0], tta=False, threads=1, workers=1, batch_size=1)
 """)
 
@@ -146,7 +146,7 @@ def test_sigkill_then_rerun_leaves_only_complete_outputs(bundle_dir: Path, tmp_p
     done_at_kill = len(list((out / "json").glob("*.json")))
     assert 3 <= done_at_kill < 20, "the kill must land mid-batch"
     s = predict(bundle_dir, [str(src)], out, **KW, batch_size=1)
-    assert s["n_failed"] == 0 and s["n_ok"] + s["n_skipped"] == 20
+    assert s.n_failed == 0 and s.n_ok + s.n_skipped == 20
     assert len(_rows(out)) == 20
     for tmp in out.glob("*/.*.tmp.png"):  # what the kill may leave: hidden, never listed, never read
         tmp.unlink()
@@ -158,14 +158,14 @@ def test_out_inside_the_input_folder_is_never_read(bundle_dir: Path, tmp_path: P
     src = _images(tmp_path / "in", 2)
     out = src / "preds"
     first = predict(bundle_dir, [str(src)], out, **KW)
-    assert first["n_ok"] == 2
+    assert first.n_ok == 2
     again = predict(bundle_dir, [str(src)], out, overwrite=True, **KW)
-    assert (again["n_ok"], again["n_failed"], again["n_inputs"]) == (2, 0, 2)
+    assert (again.n_ok, again.n_failed, again.n_inputs) == (2, 0, 2)
     assert all(json.loads((out / "json" / f"x{i}.json").read_text())["input"] == str(src / f"x{i}.png")
                for i in range(2))
     # a second, different --out in the same folder: the first output folder is not searched either
     other = predict(bundle_dir, [str(src)], src / "preds2", **KW)
-    assert other["n_inputs"] == 2 and any("preds" in n for n in other["notes"])
+    assert other.n_inputs == 2 and any("preds" in n for n in other.notes)
     # an output file given explicitly is refused, not segmented
     files, problems, _ = expand_inputs([str(out / "masks" / "x0.png")])
     assert files == [] and "toothseg predict output" in problems[0][1]
@@ -179,14 +179,14 @@ def test_same_name_different_image_is_refused(bundle_dir: Path, tmp_path: Path) 
     rec_before = (out / "json" / "x0.json").read_text()
     mask_before = (out / "masks" / "x0.png").read_bytes()
     s = predict(bundle_dir, [str(b / "x0.png")], out, **KW)
-    assert s["n_failed"] == 1 and "different image" in s["failures"][0]["error"]
+    assert s.n_failed == 1 and "different image" in s.failures[0]["error"]
     assert (out / "json" / "x0.json").read_text() == rec_before
     assert (out / "masks" / "x0.png").read_bytes() == mask_before
     rows = _rows(out)
     ok = [r for r in rows if r["status"] == "ok"]
     assert len(ok) == 1 and ok[0]["input"] == str(a / "x0.png")  # the numbers shown are a's, labelled as a's
     forced = predict(bundle_dir, [str(b / "x0.png")], out, overwrite=True, **KW)
-    assert forced["n_ok"] == 1
+    assert forced.n_ok == 1
     assert json.loads((out / "json" / "x0.json").read_text())["input"] == str(b / "x0.png")
 
 
@@ -209,7 +209,7 @@ def test_foreign_files_in_out_are_not_overwritten(bundle_dir: Path, tmp_path: Pa
     (out / "masks").mkdir(parents=True)
     (out / "masks" / "x0.png").write_bytes(b"hand-drawn ground truth")
     s = predict(bundle_dir, [str(src)], out, **KW)
-    assert s["n_failed"] == 1 and "did not write" in s["failures"][0]["error"]
+    assert s.n_failed == 1 and "did not write" in s.failures[0]["error"]
     assert (out / "masks" / "x0.png").read_bytes() == b"hand-drawn ground truth"
 
 

@@ -276,8 +276,8 @@ def test_sam_member_fuses_with_a_unet_at_another_scale():
     torch.manual_seed(0)
     unet = create_model(ModelConfig(name="unet", encoder="resnet18", decoder_channels=[16, 16, 8, 8, 8]))
     sam = create_model(tiny(lora_rank=2))
-    pred = Predictor([(unet, (128, 256), "resize", 2.0), (sam, (128, 128), "resize", 1.0)], tta=["hflip"],
-                     threads=1)
+    pred = Predictor.from_models([(unet, (128, 256), "resize", 2.0), (sam, (128, 128), "resize", 1.0)], tta=["hflip"],
+                                 threads=1)
     img = np.random.default_rng(0).integers(0, 255, (150, 310), dtype=np.uint8)
     fused = pred.predict_proba(img)
     members = pred.predict_members(img)

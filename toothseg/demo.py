@@ -7,11 +7,12 @@ never on images it trained on.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from toothseg.errors import ToothsegError
+from toothseg.pipeline import RunResult
 from toothseg.rundir import setup_logging
 
 
@@ -32,15 +33,29 @@ def _fresh_folder(out: str | Path | None) -> Path:
     return root
 
 
+@dataclass(frozen=True)
+class DemoResult:
+    root: str
+    synth: dict  # the training data's synth summary
+    pipeline: RunResult
+    predicted: int  # held-out test images predicted
+    test_dice: float | None  # mean Dice on them
+    report: str
+    worklist: str | None  # None without unlabelled images
+    review_command: str | None
+    timings_s: dict[str, float]
+    total_s: float
+
+
 def demo(out: str | Path | None = None, labelled: int = 48, unlabelled: int = 24, test: int = 12,
-         preset: str = "tiny", seed: int = 0, overrides: list[str] | None = None) -> dict[str, Any]:
+         preset: str = "tiny", seed: int = 0, overrides: list[str] | None = None) -> DemoResult:
     """Generate data, check, prepare, train, pseudo-label + retrain, predict, evaluate and report."""
     from toothseg.data.check import check
     from toothseg.data.synth import synth
     from toothseg.evaluate.evaluate import evaluate
     from toothseg.evaluate.report import report
     from toothseg.pipeline import run as run_pipeline
-    from toothseg.predict.predictor import predict
+    from toothseg.predict.batch import predict
     from toothseg.suggest.suggest import suggest
 
     log = setup_logging()
@@ -89,17 +104,10 @@ def demo(out: str | Path | None = None, labelled: int = 48, unlabelled: int = 24
         worklist = suggest(run_dir, n=min(10, unlabelled))
         lap("suggest", t)
 
-    summary = {
-        "root": str(root),
-        "synth": synth_summary,
-        "pipeline": pipeline,
-        "predicted": pred.get("n_ok", pred.get("ok")),
-        "test_dice": ev["metrics"]["dice"]["mean"],
-        "report": str(html),
-        "worklist": worklist["csv"] if worklist else None,
-        "review_command": f"toothseg review {run_dir}" if worklist else None,
-        "timings_s": timings,
-        "total_s": round(time.perf_counter() - t0, 1),
-    }
-    log.info("demo finished in %.0f s; report: %s", summary["total_s"], html)
+    summary = DemoResult(root=str(root), synth=synth_summary, pipeline=pipeline, predicted=pred.n_ok,
+                         test_dice=ev.metrics["dice"]["mean"], report=str(html),
+                         worklist=worklist["csv"] if worklist else None,
+                         review_command=f"toothseg review {run_dir}" if worklist else None,
+                         timings_s=timings, total_s=round(time.perf_counter() - t0, 1))
+    log.info("demo finished in %.0f s; report: %s", summary.total_s, html)
     return summary

@@ -9,10 +9,12 @@ from __future__ import annotations
 import importlib.util
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from toothseg.config import build_config
 from toothseg.data.layout import read_index
+from toothseg.folds_arg import parse_folds
 from toothseg.preflight import check_budget, ensure_writable_dir
 from toothseg.rundir import open_run, setup_logging
 
@@ -26,9 +28,21 @@ def _has(module: str) -> bool:
         return False
 
 
+@dataclass
+class RunResult:
+    """Each stage's summary (as that stage's verb returns it) and the seconds it took."""
+
+    run: str
+    prepare: dict | str | None = None  # "skipped (resume)" when a finished prepare was kept
+    train: dict = field(default_factory=dict)
+    pseudo: dict | None = None  # None: no unlabelled images or the 'labelled' schedule
+    bundle: str | None = None  # rebuilt after the students trained
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+
 def run(data_dirs: list[str | Path], out: str | Path, preset: str = "cpu", config: str | Path | None = None,
         overrides: list[str] | None = None, fold: int | str = "all", max_time: str | None = None,
-        resume: bool = False, overwrite: bool = False) -> dict:
+        resume: bool = False, overwrite: bool = False) -> RunResult:
     """Chain the stages on ``data_dirs`` into run folder ``out``; returns each stage's summary and timing.
 
     ``resume`` skips a finished prepare and continues training from last checkpoints; ``overwrite`` redoes both.
@@ -42,19 +56,19 @@ def run(data_dirs: list[str | Path], out: str | Path, preset: str = "cpu", confi
     ensure_writable_dir(out)
     rd = open_run(out, create=True)
     setup_logging(rd)
-    summary: dict = {"run": str(rd.root), "timings_s": {}}
+    summary = RunResult(str(rd.root))
     t = time.perf_counter()
     if resume and rd.folds.is_file() and not overwrite:
         log.info("%s: already prepared; skipping prepare", rd.root)
-        summary["prepare"] = "skipped (resume)"
+        summary.prepare = "skipped (resume)"
     else:
-        summary["prepare"] = prepare(list(data_dirs), rd.root, preset=preset, config=config, overrides=overrides,
+        summary.prepare = prepare(list(data_dirs), rd.root, preset=preset, config=config, overrides=overrides,
                                      overwrite=overwrite)
-    summary["timings_s"]["prepare"] = time.perf_counter() - t
+    summary.timings_s["prepare"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    summary["train"] = train(rd.root, fold=fold, max_time=max_time, resume=resume, overwrite=overwrite)
-    summary["timings_s"]["train"] = time.perf_counter() - t
+    summary.train = train(rd.root, fold=fold, max_time=max_time, resume=resume, overwrite=overwrite)
+    summary.timings_s["train"] = time.perf_counter() - t
 
     cfg = rd.load_config()
     has_unlabelled = any(not smp.labelled for smp in read_index(rd.samples))
@@ -62,14 +76,14 @@ def run(data_dirs: list[str | Path], out: str | Path, preset: str = "cpu", confi
         from toothseg.pseudo.schedules import retrain
 
         t = time.perf_counter()
-        folds = None if str(fold) == "all" else [int(fold)]
+        folds = parse_folds(fold, "--fold")
         # students start from their teacher's fold weights; after an interruption finished stages are reused
-        summary["pseudo"] = retrain(rd.root, folds=folds, max_time=max_time, resume=not overwrite)
-        summary["timings_s"]["pseudo+retrain"] = time.perf_counter() - t
+        summary.pseudo = retrain(rd.root, folds=folds, max_time=max_time, resume=not overwrite)
+        summary.timings_s["pseudo+retrain"] = time.perf_counter() - t
         if _has("toothseg.predict.bundle_build"):  # the bundle now fuses the students too
             from toothseg.predict.bundle_build import build_bundle
 
-            summary["bundle"] = str(build_bundle(rd.root))
+            summary.bundle = str(build_bundle(rd.root))
     elif not has_unlabelled:
         log.info("no unlabelled images: pseudo-labelling skipped")
     return summary

@@ -20,18 +20,19 @@ def register(app: typer.Typer) -> None:
         import toothseg.api as ts
 
         s = ts.evaluate(pred_dir, gt_dir, out=out, tolerance=tolerance, overwrite=overwrite)
-        m = s["metrics"]
+        m = s.metrics
 
         def ci(k: str) -> str:
             d = m[k]
             return f"{d['mean']:.4f} [{d['ci95'][0]:.4f}, {d['ci95'][1]:.4f}]" if d["mean"] is not None else "-"
 
-        typer.echo(f"{s['n_images']} images ({s['n_ok']} scored, {s['n_failed']} failures)")
-        typer.echo(f"Dice {ci('dice')}  IoU {ci('iou')}  NSD@{s['tolerance_px']:g}px {ci('nsd')}")
+        typer.echo(f"{s.n_images} images ({s.n_ok} scored, {s.n_failed} failures)")
+        typer.echo(f"Dice {ci('dice')}  IoU {ci('iou')}  NSD@{s.tolerance_px:g}px {ci('nsd')}")
         typer.echo(f"HD95 {ci('hd95')} px  HD {ci('hd')} px  STS {ci('sts')}")
         for key, label in (("missing", "missing predictions"), ("failed", "unusable predictions"),
                            ("extra", "predictions without ground truth"), ("gt_errors", "unreadable ground truth")):
-            if s[key]:
-                more = f" ... (+{len(s[key]) - 10})" if len(s[key]) > 10 else ""
-                typer.echo(f"warning: {len(s[key])} {label}: {', '.join(s[key][:10])}{more}", err=True)
-        typer.echo(f"wrote {Path(s['outputs']['metrics.csv']).parent}/{{metrics.csv,summary.json,summary.md}}")
+            names = getattr(s, key)
+            if names:
+                more = f" ... (+{len(names) - 10})" if len(names) > 10 else ""
+                typer.echo(f"warning: {len(names)} {label}: {', '.join(names[:10])}{more}", err=True)
+        typer.echo(f"wrote {Path(s.outputs['metrics.csv']).parent}/{{metrics.csv,summary.json,summary.md}}")

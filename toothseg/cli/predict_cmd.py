@@ -7,14 +7,15 @@ from typing import Optional
 
 import typer
 
+from toothseg.errors import ConfigError
+from toothseg.folds_arg import parse_folds
+
 
 def _folds(value: Optional[str]) -> Optional[list[int]]:
-    if value is None or value.strip().lower() == "all":
-        return None
     try:
-        return [int(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise typer.BadParameter(f"'{value}': give fold numbers like 0 or 0,2,4 (or 'all')") from None
+        return parse_folds(value)
+    except ConfigError as exc:  # a usage error (exit 2) before anything loads
+        raise typer.BadParameter(str(exc)) from None
 
 
 def register(app: typer.Typer) -> None:
@@ -45,9 +46,9 @@ def register(app: typer.Typer) -> None:
         s = predict(bundle, inputs, out, engine=engine, folds=_folds(folds), tta=tta, threshold=threshold,
                     min_component=min_component, fill_holes=fill_holes, save_prob=save_prob, overlay=overlay,
                     overwrite=overwrite, batch_size=batch_size, workers=workers, threads=threads)
-        typer.echo(f"{s['n_ok']} predicted, {s['n_skipped']} skipped (outputs exist), {s['n_failed']} failed "
-                   f"in {s['seconds']:.1f} s ({s['images_per_s'] or 0:.2f} images/s, {s['n_members']} member(s), "
-                   f"{s['engine']}, threshold {s['threshold']:.2f}) -> {s['out']}")
-        if s["n_failed"]:
-            typer.echo(f"{s['n_failed']} input(s) failed; see {s['summary_csv']}", err=True)
+        typer.echo(f"{s.n_ok} predicted, {s.n_skipped} skipped (outputs exist), {s.n_failed} failed "
+                   f"in {s.seconds:.1f} s ({s.images_per_s or 0:.2f} images/s, {s.n_members} member(s), "
+                   f"{s.engine}, threshold {s.threshold:.2f}) -> {s.out}")
+        if s.n_failed:
+            typer.echo(f"{s.n_failed} input(s) failed; see {s.summary_csv}", err=True)
             raise typer.Exit(1)

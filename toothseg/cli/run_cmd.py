@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
 
         s = run_pipeline(list(data), out, preset=preset, config=config, overrides=list(override), fold=fold,
                          max_time=max_time, resume=resume, overwrite=overwrite)
-        for tag, info in s["train"].get("models", {}).items():
+        for tag, info in s.train.get("models", {}).items():
             typer.echo(f"{tag}: CV Dice {info['cv_dice']:.4f}  IoU {info['cv_iou']:.4f}  HD95 {info['cv_hd95']:.1f} px")
-        times = ", ".join(f"{k} {v:.0f}s" for k, v in s["timings_s"].items())
-        typer.echo(f"run folder: {s['run']}  ({times})")
+        times = ", ".join(f"{k} {v:.0f}s" for k, v in s.timings_s.items())
+        typer.echo(f"run folder: {s.run}  ({times})")

@@ -13,12 +13,13 @@ import csv
 import logging
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from toothseg.atomic import atomic_path
+from toothseg.atomic import atomic_path, atomic_write_text
 from toothseg.data.io import is_image_file, read_mask
 from toothseg.errors import InputError, ToothsegError
 from toothseg.evaluate.metrics import METRICS, diagonal, failure_metrics, score_pair
@@ -182,8 +183,30 @@ def write_metrics_csv(rows: list[dict[str, Any]], path: Path) -> None:
             w.writerow({k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()})
 
 
+@dataclass(frozen=True)
+class EvaluateResult:
+    """summary.json's content (see `summarise`) plus the paths of the files written."""
+
+    n_images: int
+    n_ok: int
+    n_failed: int
+    metrics: dict[str, dict]  # per score: n, mean, median, std, ci95
+    pred_dir: str
+    gt_dir: str
+    source: str
+    tolerance_px: float
+    missing: list[str]  # ground truth without a prediction
+    failed: list[str]  # unreadable or wrong-size predictions
+    extra: list[str]  # predictions without ground truth
+    gt_errors: list[str]  # unreadable ground truth
+    conventions: dict
+    mean_diagonal_px: float
+    outputs: dict[str, str]
+    by_source: dict[str, dict] | None = None
+
+
 def evaluate(pred_dir: str | Path, gt_dir: str | Path, out: str | Path | None = None, tolerance: float = 2.0,
-             overwrite: bool = False) -> dict[str, Any]:
+             overwrite: bool = False) -> EvaluateResult:
     """Score every ground-truth mask in GT_DIR against the same-stem prediction in PRED_DIR.
 
     GT_DIR is a dataset folder (``masks/`` or nnU-Net ``labelsTr/``) or a folder of masks. Writes
@@ -249,9 +272,8 @@ def evaluate(pred_dir: str | Path, gt_dir: str | Path, out: str | Path | None = 
     out.mkdir(parents=True, exist_ok=True)
     write_metrics_csv(rows, out / "metrics.csv")
     write_json(out / "summary.json", summary)
-    (out / "summary.md").write_text(summary_markdown(summary, f"Evaluation of {pred_dir.name} against {source}"))
-    summary["outputs"] = {f: str(out / f) for f in OUTPUT_FILES}
-    return summary
+    atomic_write_text(out / "summary.md", summary_markdown(summary, f"Evaluation of {pred_dir.name} against {source}"))
+    return EvaluateResult(**summary, outputs={f: str(out / f) for f in OUTPUT_FILES})
 
 
 def read_metrics_csv(path: str | Path) -> list[dict[str, Any]]:

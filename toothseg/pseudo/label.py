@@ -49,7 +49,7 @@ def teacher_bundle(run: RunDir, tag: str, out: Path) -> Path:
             os.symlink((run.root / name).resolve(), view / name)
     os.symlink(src.resolve(), view / "train" / tag)
     try:
-        return build_bundle(view, out=out)
+        return build_bundle(view, out=out, members=[tag])
     finally:
         shutil.rmtree(view, ignore_errors=True)
 
@@ -134,8 +134,8 @@ def pseudo_label(run: str | Path, teacher: str | None = None, out: str | Path | 
     # hflip is run here as separate views, so even a one-fold teacher has two members whose agreement is a score.
     hflip = any(str(t).strip().lower() == "hflip" for t in cfg.predict.tta)
     # train.threads also bounds inference: on a shared CPU, more torch threads than free cores is ~30x slower
-    pred = Predictor(bundle_dir, folds=folds, tta=[t for t in cfg.predict.tta if str(t).strip().lower() != "hflip"],
-                     threads=cfg.train.threads)
+    pred = Predictor.from_bundle(bundle_dir, folds=folds, threads=cfg.train.threads,
+                                 tta=[t for t in cfg.predict.tta if str(t).strip().lower() != "hflip"])
     thr, pp = pred.threshold, pred.postprocess
     teacher_dice = teacher_cv_dice(pred.bundle.meta if pred.bundle else {})
     if teacher_dice is not None and teacher_dice < WEAK_TEACHER_DICE:

@@ -99,8 +99,8 @@ def suggest(run: str | Path, n: int = 50, out: str | Path | None = None, bundle:
                          "images or dropped)", "add unlabelled X-rays (DIR/unlabelled/) and rerun 'toothseg prepare'")
     bundle_path = Path(bundle) if bundle is not None else rd.require(rd.bundle_dir / "bundle.json", "train").parent
     tta = [t for t in (cfg.predict.tta if cfg else []) if str(t).strip().lower() != "hflip"]
-    pred = Predictor(bundle_path, folds=folds, tta=tta,
-                     threads=threads or (cfg.train.threads if cfg else None))
+    pred = Predictor.from_bundle(bundle_path, folds=folds, tta=tta,
+                                 threads=threads or (cfg.train.threads if cfg else None))
     b = pred.bundle
     stamp = f"{b.root.resolve()}|{b.meta.get('created')}|{','.join(pred.member_names)}|{tta}"
     weights = [net.weight for net in pred.nets] * 2
