@@ -39,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from toothseg.data.layout import read_index  # noqa: E402
+from toothseg.folds_arg import parse_folds  # noqa: E402
 from toothseg.rundir import read_json, write_json  # noqa: E402
 
 ARMS = ("suggest", "random")
@@ -290,8 +291,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.work.resolve().is_relative_to(REPO.resolve()):
         raise SystemExit(f"{args.work}: the work folder holds real data links; put it outside the repository")
     args.work.mkdir(parents=True, exist_ok=True)
-    args.train_folds = [str(k) for k in range(args.folds)] if args.train_folds == "all" else \
-        [k.strip() for k in args.train_folds.split(",") if k.strip()]
+    args.train_folds = [str(k) for k in parse_folds(args.train_folds) or range(args.folds)]
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     sets = [x for s in args.set for x in ("--set", s)] + ["--set", f"train.threads={args.threads}"]
     budget = ["--preset", args.preset, *(["--max-time", args.max_time] if args.max_time else []), *sets]

@@ -121,8 +121,9 @@ def smp_arm(a: argparse.Namespace, work: Path, env: dict, val_images: Path) -> d
     if adir.exists():  # an unfinished smp run cannot resume: start it again
         shutil.rmtree(adir)
     adir.mkdir(parents=True)
-    h, m, s = (int(x) for x in a.max_time.split(":"))
-    minutes = (h * 3600 + m * 60 + s) / 60
+    from toothseg.durations import parse_hhmmss
+
+    minutes = parse_hhmmss(a.max_time) / 60
     cmd = [sys.executable, str(REPO / "bench" / "baseline_smp_unet.py"), "--run", str(work / "run"), "--fold",
            str(a.fold), "--minutes", f"{minutes:g}", "--out", str(adir / "baseline.json"),
            "--predict", f"{val_images}:{adir / 'pred'}", *(["--threads", str(a.threads)] if a.threads else [])]

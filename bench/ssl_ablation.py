@@ -32,6 +32,7 @@ import numpy as np
 from toothseg.config import load_config
 from toothseg.data.io import read_mask
 from toothseg.data.layout import read_index
+from toothseg.folds_arg import parse_folds
 from toothseg.rundir import open_run, read_json, setup_logging, write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -112,7 +113,7 @@ def make_scenario(full: Path, out: Path, fraction: float, seed: int, overrides: 
 
 def pseudo_quality(run: Path, hidden: dict[str, str]) -> dict:
     """Spearman of each confidence score with the true Dice of the hard pseudo-label, on hidden-label images."""
-    from toothseg.predict.threshold import dice
+    from toothseg.evaluate.metrics import dice
     from toothseg.pseudo.confidence import rank_quality
 
     scores: dict[str, dict[str, float]] = {}
@@ -189,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         hidden = make_scenario(full, scen, args.fraction, args.seed, {"pseudo.pretrain_share": args.pretrain_share},
                                args.full_val_fold)
-    folds = None if args.folds == "all" else [int(x) for x in args.folds.split(",")]
+    folds = parse_folds(args.folds)
     cfg = load_config(scen / "config.yaml")
     fold_map = read_json(scen / "folds.json")
     use = sorted(fold_map, key=int) if folds is None else [str(k) for k in folds]

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from toothseg.cli import app
-from toothseg.cli.pseudo_cmd import parse_folds
+from toothseg.folds_arg import parse_folds
 from toothseg.errors import ConfigError
 
 

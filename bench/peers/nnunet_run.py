@@ -48,19 +48,13 @@ from measure import run_measured  # noqa: E402
 from system_run import score  # noqa: E402
 
 from toothseg.data.layout import discover, read_index  # noqa: E402
+from toothseg.durations import parse_hhmmss  # noqa: E402
 from toothseg.data.nnunet_export import (CASES_FILE, export_nnunet_images, export_nnunet_raw,  # noqa: E402
                                          rename_predictions)
 from toothseg.rundir import read_json  # noqa: E402
 
 STAGES = ("export", "plan", "train", "predict", "evaluate")
 TRAINER_FILE = HERE / "nnUNetTrainer_CPUBudget.py"
-
-
-def hms(text: str) -> float:
-    parts = [float(p) for p in text.split(":")]
-    while len(parts) < 3:
-        parts.insert(0, 0.0)
-    return parts[0] * 3600 + parts[1] * 60 + parts[2]
 
 
 def check(res: dict, what: str) -> None:
@@ -82,7 +76,7 @@ class Bench:
         self.res = self.work / "nnUNet_results"
         self.bin = a.venv.resolve() / "bin"
         self.env = dict(os.environ, nnUNet_raw=str(self.raw), nnUNet_preprocessed=str(self.pre),
-                        nnUNet_results=str(self.res), NNUNET_BUDGET_S=str(hms(a.budget)),
+                        nnUNet_results=str(self.res), NNUNET_BUDGET_S=str(parse_hhmmss(a.budget, '--budget')),
                         PATH=f"{self.bin}:{os.environ.get('PATH', '')}")
         self.fold_dir = self.res / self.ds / f"{a.trainer}__nnUNetPlans__2d" / f"fold_{a.fold}"
         self.results_file = self.work / "results.json"
@@ -122,7 +116,7 @@ class Bench:
         print("2d plan:", {k: self.results["plan"][k] for k in ("patch_size", "batch_size")})
 
     def train(self) -> None:
-        budget = hms(self.a.budget)
+        budget = parse_hhmmss(self.a.budget, '--budget')
         if self.a.trainer == "nnUNetTrainer_CPUBudget":
             dst = Path(subprocess.check_output([str(self.bin / "python"), "-c",
                        "import nnunetv2.training.nnUNetTrainer as m, os; print(os.path.dirname(m.__file__))"],

@@ -6,17 +6,7 @@ from pathlib import Path
 
 import typer
 
-from toothseg.errors import ConfigError
-
-
-def parse_folds(text: str | None) -> list[int] | None:
-    """'0,2' -> [0, 2]; None/'all' -> None (every fold)."""
-    if text is None or text.strip().lower() in ("", "all"):
-        return None
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ConfigError(f"--folds '{text}': give fold numbers separated by commas (e.g. 0,1) or 'all'") from None
+from toothseg.folds_arg import parse_folds
 
 
 def register(app: typer.Typer) -> None:

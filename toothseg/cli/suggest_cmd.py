@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from toothseg.cli.pseudo_cmd import parse_folds
+from toothseg.folds_arg import parse_folds
 
 
 def register(app: typer.Typer) -> None:

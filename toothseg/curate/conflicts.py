@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from toothseg.curate.hashing import register, warp_to
+from toothseg.evaluate.metrics import dice
 
 LABEL_W, LABEL_H = 512, 256
 POLICIES = ("keep-finer", "keep-all-same-fold", "drop-all", "keep-first")
@@ -41,12 +42,6 @@ def n_components(mask: np.ndarray, min_area: int = 20) -> int:
     """Connected tooth regions of at least min_area px in the common frame (reported next to fineness)."""
     n, _, stats, _ = cv2.connectedComponentsWithStats(label_frame(mask).astype(np.uint8), connectivity=8)
     return int((stats[1:, cv2.CC_STAT_AREA] >= min_area).sum())
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice of two bool masks of one shape; two empty masks agree perfectly."""
-    s = int(a.sum()) + int(b.sum())
-    return 1.0 if s == 0 else 2.0 * int(np.logical_and(a, b).sum()) / s
 
 
 def copy_dice(mask_a: np.ndarray, thumb_a: np.ndarray, mask_b: np.ndarray, thumb_b: np.ndarray) -> float:

@@ -82,7 +82,7 @@ def check_folds(folds: dict[str, dict[str, list[str]]], group_of: dict[str, str]
 
 
 def case_name(key: str) -> str:
-    """nnU-Net case name of a key: ``source__image_id``, same rule as toothseg.data.nnunet_export.case_name."""
+    """nnU-Net case name of a key: ``source__image_id`` (also the names toothseg.data.nnunet_export writes)."""
     source, image_id = key.split("/", 1)
     return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{source}__{image_id}")
 

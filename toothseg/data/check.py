@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from toothseg.atomic import atomic_path
 from toothseg.data.io import mask_from_array, read_image, read_mask_array
 from toothseg.data.layout import Problem, Sample, discover
 from toothseg.errors import InputError, ToothsegError
@@ -44,9 +45,7 @@ class CheckReport:
         return not self.errors
 
     def write_csv(self, path: str | Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", newline="") as f:
+        with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["level", "source", "file", "problem", "fix"])
             for p in self.problems:

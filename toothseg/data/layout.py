@@ -15,6 +15,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from toothseg.atomic import atomic_path
 from toothseg.data.io import is_image_file
 from toothseg.errors import InputError, ToothsegError
 
@@ -182,8 +183,7 @@ def _discover_one(root: Path, sources: dict[str, Path], ds: Dataset) -> None:
 
 def write_index(ds: Dataset, path: Path) -> None:
     """Save the sample list as CSV so later stages work from the run folder alone."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["key", "source", "image_id", "image_path", "mask_path"])
         for s in ds.samples:

@@ -18,18 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from toothseg.curate.folds import nnunet_splits
+from toothseg.atomic import atomic_write_text
+from toothseg.curate.folds import case_name, nnunet_splits
 from toothseg.data.io import read_image, read_mask, write_png
 from toothseg.data.layout import Sample, read_index
 from toothseg.errors import ToothsegError
 from toothseg.rundir import open_run, read_json
 
 CASES_FILE = "toothseg_cases.json"
-
-
-def case_name(key: str) -> str:
-    source, image_id = key.split("/", 1)
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{source}__{image_id}")
 
 
 def _case_map(keys: list[str]) -> dict[str, str]:
@@ -83,7 +79,7 @@ def export_nnunet_raw(run: str | Path, raw_root: str | Path, dataset_id: int = 5
         s = samples[key]
         write_png(out / "imagesTr" / f"{case}_0000.png", read_image(s.image_path))
         write_png(out / "labelsTr" / f"{case}.png", read_mask(s.mask_path).astype(np.uint8))
-    (out / "dataset.json").write_text(json.dumps({
+    atomic_write_text(out / "dataset.json", json.dumps({
         "channel_names": {"0": "X-ray"},
         "labels": {"background": 0, "tooth": 1},
         "numTraining": len(cases),
@@ -91,10 +87,10 @@ def export_nnunet_raw(run: str | Path, raw_root: str | Path, dataset_id: int = 5
         "name": name,
         "description": "exported by toothseg from a prepared run (curated, duplicates resolved)",
     }, indent=2))
-    (out / CASES_FILE).write_text(json.dumps(cases, indent=1, sort_keys=True))
+    atomic_write_text(out / CASES_FILE, json.dumps(cases, indent=1, sort_keys=True))
     # Derived from folds.json (the split's source of truth) so runs prepared before splits_final.json existed work.
     splits = [{part: [c for c in f[part] if c in cases] for part in ("train", "val")} for f in nnunet_splits(folds)]
-    (out / "splits_final.json").write_text(json.dumps(splits, indent=1))
+    atomic_write_text(out / "splits_final.json", json.dumps(splits, indent=1))
     return out
 
 
@@ -109,7 +105,7 @@ def export_nnunet_images(samples: list[Sample], out: str | Path, overwrite: bool
     _fresh_dir(out, overwrite, "choose another folder")
     for case, key in cases.items():
         write_png(out / f"{case}_0000.png", read_image(by_key[key].image_path))
-    (out / CASES_FILE).write_text(json.dumps(cases, indent=1, sort_keys=True))
+    atomic_write_text(out / CASES_FILE, json.dumps(cases, indent=1, sort_keys=True))
     return out
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from toothseg.atomic import atomic_path
 from toothseg.data.io import write_png
 from toothseg.errors import InputError
 
@@ -473,7 +474,7 @@ def synth(out: str | Path, labelled: int = 40, unlabelled: int = 20, height: int
         rows.append((image_id, int(it.labelled), it.group, it.kind))
         if len(cache) > 64:  # groups are interleaved; keep memory bounded on big runs
             cache.pop(next(iter(cache)))
-    with (out / TRUTH_FILE).open("w", newline="") as f:
+    with atomic_path(out / TRUTH_FILE) as tmp, tmp.open("w", newline="") as f:
         wr = csv.writer(f)
         wr.writerow(["image_id", "labelled", "group", "kind"])
         wr.writerows(rows)

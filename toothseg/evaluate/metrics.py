@@ -26,6 +26,12 @@ DISTANCE_METRICS = ("hd", "hd95")
 _CROSS = ndimage.generate_binary_structure(2, 1)
 
 
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice of two bool masks of one shape; two empty masks agree perfectly (edentulous images are real)."""
+    s = int(a.sum()) + int(b.sum())
+    return 1.0 if s == 0 else 2.0 * int(np.logical_and(a, b).sum()) / s
+
+
 def diagonal(shape: tuple[int, ...]) -> float:
     """Image diagonal in pixels: the distance given to a wholly missed or wholly spurious mask."""
     return float(math.hypot(shape[0], shape[1]))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from toothseg.atomic import atomic_path
 from toothseg.errors import ConfigError, ToothsegError
 from toothseg.predict.bundle_format import Bundle, load_bundle
 from toothseg.predict.onnx_engine import INPUT_NAME, OUTPUT_NAME
@@ -40,16 +41,13 @@ def export_member(net, size: tuple[int, int], path: Path, opset: int = 17) -> Pa
     import onnx
     import torch
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".onnx.tmp")
     dummy = torch.zeros(1, 1, *size)
-    with warnings.catch_warnings():
+    with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
         torch.onnx.export(_with_sigmoid(net), (dummy,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                           dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, opset_version=opset,
                           dynamo=False, do_constant_folding=True)
-    onnx.checker.check_model(str(tmp))
-    tmp.replace(path)
+        onnx.checker.check_model(str(tmp))
     return path
 
 

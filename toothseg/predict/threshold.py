@@ -13,6 +13,8 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+from toothseg.evaluate.metrics import dice
+
 DEFAULT_GRID = tuple(float(t) for t in np.round(np.arange(0.05, 0.951, 0.01), 3))
 MIN_COMPONENT_GRID = (0, 16, 32, 64, 128, 256, 512, 1024, 2048)  # pixels at the image's original resolution
 MIN_GAIN = 1e-4  # a choice must beat the default by this much in mean Dice, otherwise the default is kept
@@ -30,14 +32,6 @@ def binarise(prob: np.ndarray, threshold: float) -> np.ndarray:
     if prob.dtype == np.uint8:
         return prob > int(np.floor(threshold * 255.0 + 1e-9))
     return prob > threshold
-
-
-def dice(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Dice of two boolean masks; both empty = 1.0."""
-    s = int(pred.sum()) + int(gt.sum())
-    if s == 0:
-        return 1.0
-    return 2.0 * int(np.logical_and(pred, gt).sum()) / s
 
 
 def _dice_from_counts(tp: np.ndarray, pred: np.ndarray, gt: float) -> np.ndarray:

@@ -13,15 +13,9 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from toothseg.evaluate.metrics import dice
+
 _EPS = 1e-6
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice of two bool masks; two empty masks agree perfectly (edentulous images are real)."""
-    sa, sb = int(a.sum()), int(b.sum())
-    if sa + sb == 0:
-        return 1.0
-    return 2.0 * int(np.logical_and(a, b).sum()) / (sa + sb)
 
 
 def agreement(members: np.ndarray, fused: np.ndarray, threshold: float = 0.5) -> float:
@@ -32,7 +26,7 @@ def agreement(members: np.ndarray, fused: np.ndarray, threshold: float = 0.5) ->
     masks = [m > threshold for m in members]
     if len(masks) < 2:
         return float("nan")
-    return float(np.mean([_dice(a, b) for a, b in combinations(masks, 2)]))
+    return float(np.mean([dice(a, b) for a, b in combinations(masks, 2)]))
 
 
 def _region(members: np.ndarray, fused: np.ndarray, threshold: float) -> np.ndarray:

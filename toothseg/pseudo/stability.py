@@ -16,13 +16,9 @@ import torch
 
 from toothseg.data.preprocess import to_network
 from toothseg.errors import InputError
+from toothseg.evaluate.metrics import dice
 from toothseg.models.checkpoint import module_from_checkpoint, safe_load
 from toothseg.train.snapshots import SNAPSHOTS
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    s = int(a.sum()) + int(b.sum())
-    return 1.0 if s == 0 else 2.0 * float(np.logical_and(a, b).sum()) / s
 
 
 class StabilityScorer:
@@ -56,5 +52,5 @@ class StabilityScorer:
         per_fold = []
         for nets in self.folds:
             masks = [(net(t)[0, 0] > 0).numpy() for net in nets]
-            per_fold.append(float(np.mean([_dice(m, masks[-1]) for m in masks[:-1]])))
+            per_fold.append(float(np.mean([dice(m, masks[-1]) for m in masks[:-1]])))
         return float(np.mean(per_fold))

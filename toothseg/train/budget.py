@@ -20,6 +20,8 @@ from typing import Any
 
 import lightning as L
 
+from toothseg.atomic import atomic_write_text
+from toothseg.durations import parse_hhmmss
 from toothseg.train.phases import PhaseTimes, now
 
 PROBE_STEPS = 5  # first plan after this many optimizer steps
@@ -31,8 +33,7 @@ WARMUP_MAX_SHARE = 0.2  # warm-up never takes more than this share of the planne
 
 
 def budget_seconds(hhmmss: str) -> float:
-    h, m, s = (int(x) for x in hhmmss.split(":"))
-    return float(h * 3600 + m * 60 + s)
+    return float(parse_hhmmss(hhmmss))
 
 
 def plan_total_steps(done: int, remaining_s: float, step_s: float, val_s: float, ckpt_s: float, val_interval: int,
@@ -157,7 +158,7 @@ class BudgetSchedule(L.Callback):
 
 
 def write_report(path: Path, info: dict[str, Any]) -> None:
-    path.write_text(json.dumps(info, indent=2))
+    atomic_write_text(path, json.dumps(info, indent=2))
 
 
 def steps_per_epoch(trainer: L.Trainer) -> int:

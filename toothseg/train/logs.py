@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from toothseg.atomic import atomic_path
+
 COLUMNS = ("epoch", "step", "train_loss", "val_loss", "val_dice", "val_iou", "lr")
 _SOURCE = {"train_loss": ("train_loss_epoch", "train_loss"), "val_loss": ("val_loss",), "val_dice": ("val_dice",),
            "val_iou": ("val_iou",), "lr": ("lr",)}
@@ -34,12 +36,9 @@ def flatten_metrics(log_root: Path, out_csv: Path) -> list[dict]:
                             row[col] = float(r[n])
                             break
     rows = [per_epoch[e] for e in sorted(per_epoch)]
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_csv.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as fh:
+    with atomic_path(out_csv) as tmp, tmp.open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=COLUMNS)
         w.writeheader()
         for r in rows:
             w.writerow({c: r.get(c, "") for c in COLUMNS})
-    tmp.replace(out_csv)
     return rows

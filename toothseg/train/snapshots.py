@@ -13,6 +13,8 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from toothseg.atomic import atomic_path
+
 SNAPSHOTS = ("snapshot1.pt", "snapshot2.pt")
 
 
@@ -27,7 +29,5 @@ class Snapshots(L.Callback):
         for i, name in enumerate(SNAPSHOTS, start=1):
             path = self.out_dir / name
             if trainer.global_step >= total * i / 3 and not path.is_file():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".pt.tmp")
-                torch.save({k: v.detach().cpu() for k, v in pl_module.model.state_dict().items()}, tmp)
-                tmp.replace(path)  # a kill mid-write leaves no half file under the real name
+                with atomic_path(path) as tmp:  # a kill mid-write leaves no half file under the real name
+                    torch.save({k: v.detach().cpu() for k, v in pl_module.model.state_dict().items()}, tmp)
