@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from toothseg.atomic import atomic_write_text
 from toothseg.errors import ConfigError
@@ -115,7 +115,6 @@ class TrainConfig(_Section):
         "auto", description="DataLoader worker processes; 'auto': none on CPUs with up to 2 cores or with the cache "
         "on a CPU-only run (the cache makes loading cheap), else min(4, cores // 2)")
     threads: int | None = Field(None, description="torch CPU threads; None = all cores")
-    seed: int = 42
 
     @field_validator("scales")
     @classmethod
@@ -183,13 +182,26 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     preset: str = "cpu"
-    seed: int = 42
+    seed: int = Field(42, description="the one seed: folds, network init, data order, augmentation")
     curate: CurateConfig = Field(default_factory=CurateConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     models: list[ModelConfig] = Field(default_factory=list, description="extra models trained and fused with 'model'")
     train: TrainConfig = Field(default_factory=TrainConfig)
     pseudo: PseudoConfig = Field(default_factory=PseudoConfig)
     predict: PredictConfig = Field(default_factory=PredictConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_seed(cls, data: Any) -> Any:
+        """Configs saved when training had a seed of its own (``train.seed``): it becomes the seed."""
+        if isinstance(data, dict) and isinstance(data.get("train"), dict) and "seed" in data["train"]:
+            train = dict(data["train"])
+            seed = train.pop("seed")
+            if data.get("seed", seed) != seed:
+                raise ValueError(f"train.seed {seed} and seed {data['seed']} differ; set only 'seed' (it drives "
+                                 "folds and training)")
+            data = {**data, "seed": seed, "train": train}
+        return data
 
 
 PRESETS: dict[str, dict[str, Any]] = {

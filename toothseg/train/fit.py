@@ -165,7 +165,7 @@ def fit_model(cfg: Config, train_items: list[TrainItem], val_items: list[TrainIt
         log.info("%s: no last.ckpt to resume from; starting this model from scratch", out_dir)
 
     _set_threads(cfg)
-    L.seed_everything(tcfg.seed, workers=True, verbose=False)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     pcfg = cfg.pseudo
     workers = resolve_workers(tcfg.num_workers, tcfg.cache, _on_gpu(tcfg.accelerator))
     train_ds = SegDataset(train_items, size, tcfg.resize, build_augment(tcfg.augment),
@@ -178,7 +178,7 @@ def fit_model(cfg: Config, train_items: list[TrainItem], val_items: list[TrainIt
             if ds is not None:
                 ds.warm()
     if unlabelled_items:
-        train_ds = PairedDataset(train_ds, unlabelled_items, build_strong_photometric(), tcfg.seed)
+        train_ds = PairedDataset(train_ds, unlabelled_items, build_strong_photometric(), cfg.seed)
     module = module_cls(model=mcfg.model_dump(mode="json"), scale=list(size), resize=tcfg.resize,
                         train=tcfg.model_dump(mode="json"), pseudo=pcfg.model_dump(mode="json"))
     if ckpt_path is None:

@@ -33,7 +33,8 @@ def split_fingerprint(split: dict) -> str:
 
 
 def config_fingerprint(cfg: Config, mcfg: ModelConfig) -> str:
-    train = {k: v for k, v in cfg.train.model_dump(mode="json").items() if k not in RUNTIME_KEYS}
+    # the seed sits with the training settings, where it lived before it became the config's one seed
+    train = {k: v for k, v in cfg.train.model_dump(mode="json").items() if k not in RUNTIME_KEYS} | {"seed": cfg.seed}
     return _digest({"model": mcfg.model_dump(mode="json"), "train": train})
 
 
