@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from toothseg.cli import app
-from toothseg.folds_arg import parse_folds
 from toothseg.errors import ConfigError
+from toothseg.folds_arg import parse_folds
 
 
 def test_help_lists_the_options() -> None:

@@ -1,12 +1,11 @@
 """`toothseg run DATA... --out RUN`: prepare -> train -> pseudo-label + retrain (students) -> bundle.
 
 Stages talk through the run folder, so a failed or interrupted pipeline can be continued stage by stage
-(``toothseg train RUN --resume`` ...). Later stages are looked up by module so the pipeline grows as they land.
+(``toothseg train RUN --resume`` ...).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import time
 from dataclasses import dataclass, field
@@ -19,13 +18,6 @@ from toothseg.preflight import check_budget, ensure_writable_dir
 from toothseg.rundir import open_run, setup_logging
 
 log = logging.getLogger("toothseg")
-
-
-def _has(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
 
 
 @dataclass
@@ -72,7 +64,8 @@ def run(data_dirs: list[str | Path], out: str | Path, preset: str = "cpu", confi
 
     cfg = rd.load_config()
     has_unlabelled = any(not smp.labelled for smp in read_index(rd.samples))
-    if cfg.pseudo.schedule != "labelled" and has_unlabelled and _has("toothseg.pseudo.schedules"):
+    if cfg.pseudo.schedule != "labelled" and has_unlabelled:
+        from toothseg.predict.bundle_build import build_bundle
         from toothseg.pseudo.schedules import retrain
 
         t = time.perf_counter()
@@ -80,10 +73,7 @@ def run(data_dirs: list[str | Path], out: str | Path, preset: str = "cpu", confi
         # students start from their teacher's fold weights; after an interruption finished stages are reused
         summary.pseudo = retrain(rd.root, folds=folds, max_time=max_time, resume=not overwrite)
         summary.timings_s["pseudo+retrain"] = time.perf_counter() - t
-        if _has("toothseg.predict.bundle_build"):  # the bundle now fuses the students too
-            from toothseg.predict.bundle_build import build_bundle
-
-            summary.bundle = str(build_bundle(rd.root))
+        summary.bundle = str(build_bundle(rd.root))  # the bundle now fuses the students too
     elif not has_unlabelled:
         log.info("no unlabelled images: pseudo-labelling skipped")
     return summary

@@ -22,19 +22,13 @@ _VERBS = ["synth", "check", "prepare", "train", "pseudo", "run", "bundle", "pred
           "suggest", "review", "demo"]
 
 
-def _register_all() -> None:
-    for verb in _VERBS:
-        name = f"toothseg.cli.{verb}_cmd"
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # verb not built yet
-                continue
-            raise
-        mod.register(app)
+def _register(verbs: list[str]) -> None:
+    """Register each verb; a verb module that fails to import fails the command, never silently drops a verb."""
+    for verb in verbs:
+        importlib.import_module(f"toothseg.cli.{verb}_cmd").register(app)
 
 
-_register_all()
+_register(_VERBS)
 
 
 def _quiet_third_party() -> None:
