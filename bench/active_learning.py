@@ -37,9 +37,11 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 from toothseg.data.layout import read_index  # noqa: E402
 from toothseg.folds_arg import parse_folds  # noqa: E402
+from workdir import fresh_work  # noqa: E402
 from toothseg.rundir import read_json, write_json  # noqa: E402
 
 ARMS = ("suggest", "random")
@@ -283,14 +285,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=2, help="torch threads for training and inference")
     ap.add_argument("--resume", action="store_true", help="continue an interrupted bench in WORK")
     ap.add_argument("--tag", default="", help="suffix of the bench/ output files")
-    ap.add_argument("--out-dir", type=Path, default=REPO / "bench")
+    ap.add_argument("--out-dir", type=Path, help="results .json/.md (default WORK; bench/ holds curated results)")
     args = ap.parse_args(argv)
-    args.work = args.work.expanduser().resolve()
-    if args.work.exists() and any(args.work.iterdir()) and not args.resume:
-        raise SystemExit(f"{args.work}: exists and is not empty; pass --resume to continue it or a new --work")
-    if args.work.resolve().is_relative_to(REPO.resolve()):
+    if args.work.expanduser().resolve().is_relative_to(REPO.resolve()):
         raise SystemExit(f"{args.work}: the work folder holds real data links; put it outside the repository")
-    args.work.mkdir(parents=True, exist_ok=True)
+    args.work = fresh_work(args.work, args.resume)
+    args.out_dir = args.out_dir or args.work
     args.train_folds = [str(k) for k in parse_folds(args.train_folds) or range(args.folds)]
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     sets = [x for s in args.set for x in ("--set", s)] + ["--set", f"train.threads={args.threads}"]

@@ -45,6 +45,7 @@ from toothseg.rundir import read_json, setup_logging, write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from label_hiding import group_units, take_units, train_effort, unit_of  # noqa: E402
+from workdir import fresh_work  # noqa: E402
 
 TEACHER = "teacher"
 METRICS = ("dice", "iou", "hd95")
@@ -419,8 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         write_report(read_json(results_path), args.out)
         print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
         return 0
-    if work.exists() and any(work.iterdir()) and not args.resume:
-        raise SystemExit(f"{work}: already exists; pass --resume to continue it or choose a new --work")
+    fresh_work(work, args.resume)
     settings = {"data": [str(Path(d).resolve()) for d in args.data],
                 "unlabelled": [str(Path(d).resolve()) for d in args.unlabelled], "preset": args.preset,
                 "set": args.set, "teacher_time": args.teacher_time, "extra_time": args.extra_time,

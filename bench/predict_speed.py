@@ -96,6 +96,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="compute threads (default: all cores)")
     ap.add_argument("--engines", default="torch,onnxruntime")
+    ap.add_argument("--reuse", action="store_true", help="reuse the bundle and inputs already in WORK")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
@@ -103,10 +104,12 @@ def main() -> None:
         return
 
     from toothseg.predict.bundle_build import build_bundle
-from toothseg.predict.bundle_format import load_bundle
+    from toothseg.predict.bundle_format import load_bundle
     from toothseg.predict.export import export
 
-    a.work.mkdir(parents=True, exist_ok=True)
+    from workdir import fresh_work
+
+    a.work = fresh_work(a.work, a.reuse, "--reuse")
     if a.bundle is None:
         bundle = a.work / "run" / "bundle"
         if not (bundle / "bundle.json").is_file():

@@ -37,6 +37,7 @@ from toothseg.rundir import open_run, read_json, setup_logging, write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from label_hiding import group_units, take_units, train_effort  # noqa: E402
+from workdir import fresh_work  # noqa: E402
 
 ROWS = [("labelled", "Labelled only"), ("pretrain", "+ pseudo pretrain"), ("mix", "+ real/pseudo mix"),
         ("pretrain-mix", "pretrain, then mix")]
@@ -178,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     t_all = time.time()
+    fresh_work(args.work, args.reuse_prepare, "--reuse-prepare")
     full, scen = args.work / "full", args.work / "scenario"
     setup_logging(None)
     if not (args.reuse_prepare and (full / "folds.json").is_file()):

@@ -28,7 +28,11 @@ def main() -> None:
     ap.add_argument("--max-time", default="00:30:00")
     ap.add_argument("--fold", type=int, default=0)
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="config override key=value")
+    ap.add_argument("--resume", action="store_true", help="continue an interrupted bench in OUT")
     a = ap.parse_args()
+    from workdir import fresh_work
+
+    a.out = fresh_work(a.out, a.resume)
 
     import toothseg.api as ts
 
@@ -39,7 +43,7 @@ def main() -> None:
     t_prep = time.perf_counter() - t0
     t1 = time.perf_counter()
     out = ts.train(run, fold=a.fold, preset=a.preset, max_time=a.max_time, overrides=a.overrides,
-                   resume=True)  # resume: re-running the bench continues an interrupted one
+                   resume=a.resume)
     t_train = time.perf_counter() - t1
     res = {"command": "python bench/train_cpu_tufts.py " + " ".join(
         [f"--data {a.data}", f"--out {a.out}", f"--preset {a.preset}", f"--max-time {a.max_time}",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -160,9 +159,7 @@ def test_cli_success_and_one_line_error(synth_data: Path, tmp_path: Path) -> Non
 @pytest.mark.slow
 def test_real_data_groups_never_straddle_folds(real_data: Path, tmp_path: Path) -> None:
     dirs = [real_data / d for d in ("tufts", "ufba425", "mlua_caries") if (real_data / d).is_dir()]
-    t0 = time.perf_counter()
     s = prepare(dirs, tmp_path / "run")
-    assert time.perf_counter() - t0 < 120
     items = json.loads((tmp_path / "run" / "curation.json").read_text())["items"]
     folds = json.loads((tmp_path / "run" / "folds.json").read_text())
     for f in folds.values():
@@ -173,8 +170,9 @@ def test_real_data_groups_never_straddle_folds(real_data: Path, tmp_path: Path) 
     expected = {frozenset(p) for p in (("tufts/590", "tufts/591"), ("tufts/1007", "tufts/1008"),
                                         ("tufts/1017", "tufts/248"), ("ufba425/cate4-00101", "ufba425/cate4-00107"),
                                         ("ufba425/cate1-00044", "ufba425/cate3-00009"))}
-    if len(dirs) == 3 and s["images"] == 1174:
-        assert found == expected
+    if len(dirs) != 3 or s["images"] != 1174:
+        pytest.skip(f"the measured copies are for all 1174 images of the three sets; {s['images']} here")
+    assert found == expected
 
 
 def test_failed_prepare_leaves_no_files_and_bad_threshold(synth_data: Path, tmp_path: Path) -> None:

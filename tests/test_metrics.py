@@ -167,16 +167,10 @@ def test_accepts_0_255_uint8() -> None:
     assert mask_metrics(gt.astype(np.uint8) * 255, gt)["dice"] == 1.0
 
 
-def test_real_mask_matches_monai_and_is_fast(real_data) -> None:
-    import time
-
+def test_real_mask_matches_monai(real_data) -> None:
     from toothseg.data.io import read_mask
 
     path = sorted((real_data / "tufts" / "masks").glob("*.png"))[0]
     gt = read_mask(path)
     pred = ndimage.binary_erosion(ndimage.binary_dilation(gt, iterations=3), iterations=1)
     assert_matches_monai(pred, gt)
-    t0 = time.perf_counter()
-    for _ in range(5):
-        mask_metrics(pred, gt)
-    assert (time.perf_counter() - t0) / 5 < 0.1  # a few ms on a free core; generous for a shared CI box
