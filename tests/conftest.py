@@ -20,3 +20,11 @@ def real_data() -> Path:
     if not (REAL_DATA / "tufts" / "images").is_dir():
         pytest.skip(f"real data not found at {REAL_DATA}")
     return REAL_DATA
+
+
+@pytest.fixture(scope="module")
+def fake_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A trained fake run (helpers.fakerun.make_trained_run), shared by a module's tests."""
+    from helpers.fakerun import make_trained_run
+
+    return make_trained_run(tmp_path_factory.mktemp("predict"))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from test_predict_fakerun import draw_sample, make_run
+from helpers.fakerun import draw_sample, make_trained_run
 from toothseg.cli import app
 from toothseg.errors import ConfigError, ToothsegError
 from toothseg.predict.bundle_build import build_bundle
@@ -23,7 +23,7 @@ from toothseg.predict.predictor import Predictor
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("onnx")
-    b = build_bundle(make_run(root, tags={"unet-tiny-64x128": (64, 128)}, folds=2, seed=3))
+    b = build_bundle(make_trained_run(root, tags={"unet-tiny-64x128": (64, 128)}, folds=2, seed=3))
     export(b, threads=1)
     return b
 
@@ -74,7 +74,7 @@ def test_export_refuses_to_overwrite_and_bad_requests(exported: Path, tmp_path: 
 
 
 def test_onnx_engine_needs_export(tmp_path: Path) -> None:
-    b = build_bundle(make_run(tmp_path, tags={"t-64x128": (64, 128)}, folds=1))
+    b = build_bundle(make_trained_run(tmp_path, tags={"t-64x128": (64, 128)}, folds=1))
     with pytest.raises(ToothsegError, match="toothseg export"):
         Predictor.from_bundle(b, engine="onnxruntime")
     r = CliRunner().invoke(app, ["export", str(b), "--out", str(tmp_path / "onnx_out"), "--threads", "1"])

@@ -12,7 +12,7 @@ import pytest
 import tifffile
 from typer.testing import CliRunner
 
-from test_predict_fakerun import draw_sample, fake_run  # noqa: F401  (fixture)
+from helpers.fakerun import draw_sample
 from toothseg.cli import app
 from toothseg.errors import ToothsegError
 from toothseg.predict.bundle_build import build_bundle

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_predict_fakerun import N_IMAGES, TAGS, fake_run, make_run  # noqa: F401  (fixture)
+from helpers.fakerun import N_IMAGES, TAGS, make_trained_run
 from toothseg.errors import InputError, ToothsegError
 from toothseg.predict.bundle_build import build_bundle
 from toothseg.predict.bundle_format import load_bundle
@@ -76,7 +76,7 @@ def test_build_bundle_rejects_runs_without_training(tmp_path: Path) -> None:
 
 
 def test_build_bundle_rejects_mismatched_weights(tmp_path: Path) -> None:
-    run = make_run(tmp_path, tags={"t-64x128": (64, 128)}, folds=1)
+    run = make_trained_run(tmp_path, tags={"t-64x128": (64, 128)}, folds=1)
     ck = run / "train" / "t-64x128" / "fold0" / "best.ckpt"
     c = torch.load(ck, weights_only=False)
     c["state_dict"] = {k: v for i, (k, v) in enumerate(c["state_dict"].items()) if i > 3}
@@ -86,7 +86,7 @@ def test_build_bundle_rejects_mismatched_weights(tmp_path: Path) -> None:
 
 
 def test_single_tag_without_oof_keeps_defaults(tmp_path: Path) -> None:
-    run = make_run(tmp_path, tags={"t-64x128": (64, 128)}, folds=1)
+    run = make_trained_run(tmp_path, tags={"t-64x128": (64, 128)}, folds=1)
     shutil.rmtree(run / "train" / "t-64x128" / "fold0" / "oof")
     meta = json.loads((build_bundle(run) / "bundle.json").read_text())
     assert meta["threshold"] == 0.5 and meta["oof"] is None
@@ -97,7 +97,7 @@ def test_single_tag_without_oof_keeps_defaults(tmp_path: Path) -> None:
 def test_run_config_predict_settings_win_over_oof_tuning(bundle_dir: Path, tmp_path: Path) -> None:
     from toothseg.config import load_config, save_config
 
-    run = make_run(tmp_path / "fixed")
+    run = make_trained_run(tmp_path / "fixed")
     cfg = load_config(run / "config.yaml")
     cfg.predict.threshold, cfg.predict.min_component = 0.6, 0
     save_config(cfg, run / "config.yaml")
@@ -120,7 +120,7 @@ def _add_ablation(run: Path, tag: str = "ablation-pretrained-64x128") -> str:
 
 
 def test_ablation_family_stays_out_unless_named(tmp_path: Path) -> None:
-    run = make_run(tmp_path, tags={"unet-tiny-64x128": (64, 128)}, folds=1)
+    run = make_trained_run(tmp_path, tags={"unet-tiny-64x128": (64, 128)}, folds=1)
     tag = _add_ablation(run)
     meta = json.loads((build_bundle(run) / "bundle.json").read_text())
     assert {m["tag"] for m in meta["members"]} == {"unet-tiny-64x128"} and meta["chosen_by"] == "config"
@@ -131,7 +131,7 @@ def test_ablation_family_stays_out_unless_named(tmp_path: Path) -> None:
 
 
 def test_students_of_the_config_schedule_join_the_bundle(tmp_path: Path) -> None:
-    run = make_run(tmp_path, tags={"unet-tiny-64x128": (64, 128)}, folds=1)
+    run = make_trained_run(tmp_path, tags={"unet-tiny-64x128": (64, 128)}, folds=1)
     cfg = json.loads((run / "train" / "unet-tiny-64x128" / "model.json").read_text())
     for tag, schedule in (("student", "pretrain-mix"), ("other-schedule", "mix")):
         shutil.copytree(run / "train" / "unet-tiny-64x128", run / "train" / tag)
@@ -146,7 +146,7 @@ def test_bundle_cli_unknown_member_is_one_line(tmp_path: Path) -> None:
 
     from toothseg.cli import app
 
-    run = make_run(tmp_path, tags={"unet-tiny-64x128": (64, 128)}, folds=1)
+    run = make_trained_run(tmp_path, tags={"unet-tiny-64x128": (64, 128)}, folds=1)
     res = CliRunner().invoke(app, ["bundle", str(run), "--members", "nope"])
     assert res.exit_code != 0 and isinstance(res.exception, ToothsegError)
     assert "\n" not in str(res.exception) and "no trained model family 'nope'" in str(res.exception)

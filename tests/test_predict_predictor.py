@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_predict_fakerun import SHAPE, TAGS, draw_sample, fake_run  # noqa: F401  (fixture)
+from helpers.fakerun import TAGS, draw_sample
 from toothseg.config import build_config
 from toothseg.errors import ConfigError
 from toothseg.models.factory import create_model

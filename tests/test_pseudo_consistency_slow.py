@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_train_common import make_run
+from helpers.fakerun import make_run
 
 HERE = Path(__file__).resolve().parent
 

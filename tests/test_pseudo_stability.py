@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_train_common import make_run
+from helpers.fakerun import make_run
 from toothseg.config import load_config
 from toothseg.errors import InputError
 from toothseg.pseudo.stability import StabilityScorer

@@ -114,7 +114,7 @@ def test_warm_start_needs_the_teachers_fold_weights(teacher_run: tuple[Path, str
 
 
 def test_consistency_without_unlabelled_images_is_a_clear_error(tmp_path: Path) -> None:
-    from test_train_common import make_run
+    from helpers.fakerun import make_run
 
     run, _ = make_run(tmp_path, n=4)  # labelled images only
     with pytest.raises(InputError, match="no unlabelled image"):

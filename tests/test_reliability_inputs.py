@@ -18,7 +18,7 @@ import pytest
 import tifffile
 import torch
 
-from test_predict_fakerun import draw_sample, fake_run  # noqa: F401  (fixture)
+from helpers.fakerun import draw_sample
 from toothseg.config import build_config
 from toothseg.data.check import check
 from toothseg.data.io import read_image, read_mask

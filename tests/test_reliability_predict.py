@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
-from test_predict_fakerun import draw_sample, fake_run  # noqa: F401  (fixture)
+from helpers.fakerun import draw_sample
 from toothseg.errors import InputError, ToothsegError
 from toothseg.predict.bundle_build import build_bundle
 from toothseg.predict.inputs import expand_inputs

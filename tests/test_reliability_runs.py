@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_train_common import make_run
+from helpers.fakerun import make_run
 from toothseg.errors import ConfigError, InputError, ToothsegError
 from toothseg.models.checkpoint import module_from_checkpoint, safe_load
 from toothseg.predict.bundle_build import build_bundle

@@ -9,7 +9,7 @@ import lightning as L
 import pytest
 import torch
 
-from test_train_common import make_dataset, make_run
+from helpers.fakerun import make_dataset, make_run
 from toothseg.config import build_config
 from toothseg.errors import ConfigError
 

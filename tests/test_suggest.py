@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from test_predict_fakerun import draw_sample, make_run
+from helpers.fakerun import draw_sample, make_trained_run
 from toothseg.errors import ConfigError
 from toothseg.suggest.diversity import k_center_greedy, one_per_group
 from toothseg.suggest.scoring import uncertainty
@@ -55,7 +55,7 @@ def pool_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from toothseg.predict.bundle_build import build_bundle
 
     root = tmp_path_factory.mktemp("suggest")
-    run = make_run(root, tags={"unet-tiny-64x128": (64, 128)})
+    run = make_trained_run(root, tags={"unet-tiny-64x128": (64, 128)})
     build_bundle(run)
     rng = np.random.default_rng(3)
     udir = root / "data" / "synth" / "unlabelled"

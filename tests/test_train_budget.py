@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import toothseg.train.budget as budget
-from test_train_common import make_run
+from helpers.fakerun import make_run
 from toothseg.config import load_config
 from toothseg.rundir import open_run
 from toothseg.train.engine import labelled_items, read_folds, split_items

@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import EMAWeightAveraging
 import toothseg.train.budget as budget
 import toothseg.train.dataset as dataset
 import toothseg.train.phases as phases
-from test_train_common import make_run
+from helpers.fakerun import make_run
 from toothseg.config import build_config, load_config
 from toothseg.errors import ConfigError
 from toothseg.rundir import open_run

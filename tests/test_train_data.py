@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from test_train_common import draw_pair
+from helpers.fakerun import draw_pair
 from toothseg.data.preprocess import to_network
 from toothseg.errors import ConfigError, InputError
 from toothseg.train.augment import build_augment

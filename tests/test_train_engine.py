@@ -10,7 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from test_train_common import make_run
+from helpers.fakerun import make_run
 from toothseg.cli import app
 from toothseg.errors import ConfigError, ToothsegError
 from toothseg.train.engine import model_tag, train

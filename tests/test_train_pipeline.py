@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from test_train_common import make_dataset
+from helpers.fakerun import make_dataset
 from toothseg.cli import app
 
 

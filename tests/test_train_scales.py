@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from test_train_common import make_run
+from helpers.fakerun import make_run
 from toothseg.train.engine import train
 
 

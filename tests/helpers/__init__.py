@@ -1,0 +1,1 @@
+"""Test helpers: fake run folders and tiny synthetic data (no tests here)."""
