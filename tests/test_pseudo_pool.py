@@ -7,21 +7,18 @@ from pathlib import Path
 
 import pytest
 
+from helpers.fakerun import write_curation, write_samples
 from toothseg.errors import InputError
 from toothseg.pseudo.pool import unlabelled_pool
 from toothseg.rundir import RunDir
 
 
 def make_run(root: Path, curation: dict | None) -> RunDir:
-    rows = ["key,source,image_id,image_path,mask_path",
-            f"a/1,a,1,{root}/i1.png,{root}/m1.png",
-            f"a/2,a,2,{root}/i2.png,",
-            f"a/3,a,3,{root}/i3.png,",
-            f"b/4,b,4,{root}/i4.png,",
-            f"b/5,b,5,{root}/i5.png,"]
-    (root / "samples.csv").write_text("\n".join(rows) + "\n")
+    unlabelled = (("a", 2), ("a", 3), ("b", 4), ("b", 5))
+    write_samples(root, [["a/1", "a", "1", f"{root}/i1.png", f"{root}/m1.png"]]
+                  + [[f"{s}/{i}", s, str(i), f"{root}/i{i}.png", ""] for s, i in unlabelled])
     if curation is not None:
-        (root / "curation.json").write_text(json.dumps(curation))
+        write_curation(root, curation["items"], curation["summary"], curation["threshold"])
     return RunDir(root)
 
 

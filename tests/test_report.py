@@ -13,6 +13,7 @@ import pytest
 from scipy import ndimage
 from typer.testing import CliRunner
 
+from helpers.fakerun import write_curation, write_folds, write_samples
 from toothseg.cli import app
 from toothseg.data.io import write_png
 from toothseg.errors import ToothsegError
@@ -46,15 +47,14 @@ def make_run(root: Path, n_per_source: int = 6, train: bool = True, evaluation: 
                             str(data / src / "masks" / f"{i}.png")])
             keys.append(f"{src}/{i}")
         samples.append([f"{src}/u0", src, "u0", str(data / src / "images" / "0.png"), ""])
-    _write_csv(run / "samples.csv", ["key", "source", "image_id", "image_path", "mask_path"], samples)
+    write_samples(run, samples)
     _write_csv(run / "duplicates.csv", ["group_id", "source", "image_id", "labelled", "distance", "kept", "role"],
                [[0, "clinicA", "0", 1, 0, 1, "keep"], [0, "clinicB", "u0", 0, 3, 0, "copy"]])
     items = {k: {"group": None, "use": "train", "reason": ""} for k in keys}
     items["clinicB/u0"] = {"group": 0, "use": "label-from:clinicA/0", "reason": "unlabelled copy of a labelled image"}
-    (run / "curation.json").write_text(json.dumps({"summary": {"images": len(samples), "groups": 1}, "items": items,
-                                                   "threshold": 10}))
+    write_curation(run, items, {"images": len(samples), "groups": 1})
     folds = {"0": {"train": keys[1::2], "val": keys[0::2]}, "1": {"train": keys[0::2], "val": keys[1::2]}}
-    (run / "folds.json").write_text(json.dumps(folds))
+    write_folds(run, folds)
     if train:
         tag = run / "train" / TAG
         for k, fold in folds.items():

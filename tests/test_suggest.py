@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from helpers.fakerun import draw_sample, make_trained_run
+from helpers.fakerun import draw_sample, make_trained_run, write_curation, write_samples
 from toothseg.errors import ConfigError
 from toothseg.suggest.diversity import k_center_greedy, one_per_group
 from toothseg.suggest.scoring import uncertainty
@@ -67,12 +67,11 @@ def pool_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         rows.append([f"synth/u{i}", "synth", f"u{i}", str(udir / f"u{i}.png"), ""])
     (udir / "broken.png").write_bytes(b"not an image")
     rows.append(["synth/broken", "synth", "broken", str(udir / "broken.png"), ""])
-    lines = [r for r in (run / "samples.csv").read_text().splitlines() if "synth/u0," not in r]
-    (run / "samples.csv").write_text("\n".join(lines) + "\n")
-    with (run / "samples.csv").open("a", newline="") as f:
-        csv.writer(f).writerows(rows)
+    with (run / "samples.csv").open(newline="") as f:
+        kept = [r for r in list(csv.reader(f))[1:] if r[0] != "synth/u0"]
+    write_samples(run, kept + rows)
     items = {f"synth/u{i}": {"group": 7 if i in (3, 4) else None, "use": "train", "reason": ""} for i in range(8)}
-    (run / "curation.json").write_text(json.dumps({"summary": {}, "items": items, "threshold": 6}))
+    write_curation(run, items, threshold=6)
     return run
 
 

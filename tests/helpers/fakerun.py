@@ -16,6 +16,29 @@ from toothseg.data.layout import discover, write_index
 from toothseg.models.factory import create_model
 
 
+SAMPLE_FIELDS = ["key", "source", "image_id", "image_path", "mask_path"]
+
+
+def write_samples(run: Path, rows: list[list[str]], append: bool = False) -> None:
+    """RUN/samples.csv rows ``[key, source, image_id, image_path, mask_path]`` (mask empty = unlabelled)."""
+    (run / "samples.csv").parent.mkdir(parents=True, exist_ok=True)
+    with (run / "samples.csv").open("a" if append else "w", newline="") as f:
+        w = csv.writer(f)
+        if not append:
+            w.writerow(SAMPLE_FIELDS)
+        w.writerows(rows)
+
+
+def write_curation(run: Path, items: dict[str, dict], summary: dict | None = None, threshold: int = 10) -> None:
+    """RUN/curation.json: per-key ``{"group", "use", "reason"}`` decisions."""
+    (run / "curation.json").write_text(json.dumps({"summary": summary or {}, "items": items, "threshold": threshold}))
+
+
+def write_folds(run: Path, folds: dict[str, dict[str, list[str]]]) -> None:
+    """RUN/folds.json: ``{"0": {"train": [keys], "val": [keys]}, ...}``."""
+    (run / "folds.json").write_text(json.dumps(folds))
+
+
 def draw_pair(rng: np.random.Generator, h: int = 64, w: int = 128, empty: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """A dark noisy 'X-ray' with bright elliptical 'teeth' and their mask (0/255)."""
     img = rng.normal(60, 12, (h, w)).clip(0, 255).astype(np.uint8)
@@ -55,7 +78,7 @@ def make_run(root: Path, n: int = 12, n_folds: int = 2, overrides: list[str] | N
     keys = sorted(s.key for s in ds.labelled)
     folds = {str(k): {"train": [x for i, x in enumerate(keys) if i % n_folds != k],
                       "val": [x for i, x in enumerate(keys) if i % n_folds == k]} for k in range(n_folds)}
-    (run / "folds.json").write_text(json.dumps(folds))
+    write_folds(run, folds)
     return run, cfg
 
 
@@ -111,12 +134,9 @@ def make_trained_run(root: Path, tags: dict[str, tuple[int, int]] = TAGS, folds:
         cv2.imwrite(str(data / "masks" / f"img{i}.png"), gt.astype(np.uint8) * 255)
         keys.append(f"synth/img{i}")
         gts[keys[-1]] = gt
-    with (run / "samples.csv").open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["key", "source", "image_id", "image_path", "mask_path"])
-        for i, k in enumerate(keys):
-            w.writerow([k, "synth", f"img{i}", str(data / "images" / f"img{i}.png"), str(data / "masks" / f"img{i}.png")])
-        w.writerow(["synth/u0", "synth", "u0", str(data / "images" / "img0.png"), ""])
+    write_samples(run, [[k, "synth", f"img{i}", str(data / "images" / f"img{i}.png"),
+                         str(data / "masks" / f"img{i}.png")] for i, k in enumerate(keys)]
+                  + [["synth/u0", "synth", "u0", str(data / "images" / "img0.png"), ""]])
     model_d = cfg.model.model_dump(mode="json")
     for t_i, (tag, scale) in enumerate(tags.items()):
         tdir = run / "train" / tag
