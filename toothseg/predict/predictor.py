@@ -36,20 +36,12 @@ class Net:
     name: str
 
 
-def _tta_items(tta: bool | Sequence[str] | None, default: list[str]) -> list[str]:
-    if tta is None:
-        return list(default)
-    if tta is True:
-        return list(default) or ["hflip"]
-    if tta is False:
-        return []
-    return list(tta)
-
-
 def _settings(defaults: dict, engine: str, tta: bool | Sequence[str] | None, threshold: float | None,
               postprocess: dict | None) -> tuple[TTA, float, dict]:
     """TTA, threshold and post-processing after overrides (None keeps the default); bad values are one line."""
-    tta_cfg = parse_tta(_tta_items(tta, defaults["tta"]))
+    default = list(defaults["tta"])
+    tta_cfg = parse_tta(default if tta is None else (default or ["hflip"]) if tta is True else [] if tta is False
+                        else list(tta))
     if engine == "onnxruntime" and any(s != 1.0 for s in tta_cfg.scales):
         raise ConfigError("scale TTA needs engine 'torch' (ONNX graphs are exported at the training scale)")
     thr = float(defaults["threshold"] if threshold is None else threshold)
