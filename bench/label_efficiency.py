@@ -41,6 +41,7 @@ import numpy as np
 
 from toothseg.data.layout import Sample, read_index
 from toothseg.errors import ToothsegError
+from toothseg.folds_arg import parse_folds
 from toothseg.rundir import read_json, setup_logging, write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -387,8 +388,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         return a
     try:
         a.fractions = sorted({float(x) for x in a.fractions.split(",")})
-        a.folds = sorted({int(x) for x in a.folds.split(",")})
-    except ValueError:
+        a.folds = sorted(set(parse_folds(a.folds) or []))
+    except (ValueError, ToothsegError):
         ap.error("--fractions and --folds are comma-separated numbers, e.g. 0.1,0.25,1.0 and 0,1,2")
     if not a.data:
         ap.error("--data: give the labelled dataset folder(s)")
