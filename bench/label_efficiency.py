@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from toothseg.data.layout import Sample, read_index
+from toothseg.durations import parse_hhmmss
 from toothseg.errors import ToothsegError
 from toothseg.folds_arg import parse_folds
 from toothseg.rundir import read_json, setup_logging, write_json
@@ -353,8 +354,10 @@ def run_fraction(work: Path, fkey: str, info: dict, test_items: list, args: argp
 
 
 def _hhmmss(value: str) -> str:
-    if not re.fullmatch(r"\d{2}:\d{2}:\d{2}", value):
-        raise argparse.ArgumentTypeError(f"'{value}' must be HH:MM:SS")
+    try:
+        parse_hhmmss(value)
+    except ToothsegError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return value
 
 
