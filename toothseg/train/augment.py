@@ -10,10 +10,17 @@ from __future__ import annotations
 
 import albumentations as A
 import cv2
+import torch
 
 from toothseg.errors import ConfigError
 
 LEVELS = ("none", "light", "strong")
+
+
+def run_seed() -> int:
+    """Albumentations 2 draws from its own generator; seeding it from torch's (set by the run's one seed) makes the
+    augmentation follow that seed too."""
+    return torch.initial_seed() % 2**32
 
 
 def build_augment(level: str) -> A.Compose | None:
@@ -24,7 +31,7 @@ def build_augment(level: str) -> A.Compose | None:
         return A.Compose([
             A.HorizontalFlip(p=0.5),
             A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15, p=0.5),
-        ])
+        ], seed=run_seed())
     if level == "strong":
         return A.Compose([
             A.HorizontalFlip(p=0.5),
@@ -41,5 +48,5 @@ def build_augment(level: str) -> A.Compose | None:
                 A.GaussianBlur(blur_limit=(3, 5), p=1.0),
                 A.MotionBlur(blur_limit=(3, 5), p=1.0),
             ], p=0.3),
-        ])
+        ], seed=run_seed())
     raise ConfigError(f"train.augment '{level}' is unknown; choose one of: {', '.join(LEVELS)}")

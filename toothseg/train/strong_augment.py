@@ -13,6 +13,8 @@ import math
 import albumentations as A
 import torch
 
+from toothseg.train.augment import run_seed
+
 CUTMIX_AREA = (0.02, 0.4)  # box area as a share of the image (UniMatch's range)
 CUTMIX_RATIO = (0.3, 1 / 0.3)  # box aspect ratio range
 
@@ -25,7 +27,7 @@ def build_strong_photometric() -> A.Compose:
         A.CLAHE(clip_limit=(1.0, 4.0), tile_grid_size=(8, 8), p=0.2),
         A.GaussianBlur(blur_limit=(3, 7), sigma_limit=(0.1, 2.0), p=0.5),
         A.GaussNoise(std_range=(0.01, 0.06), p=0.5),
-    ])
+    ], seed=run_seed())
 
 
 def cutmix_boxes(n: int, h: int, w: int, p: float, device: torch.device | str = "cpu",
