@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from toothseg.data.layout import read_index  # noqa: E402
-from toothseg.rundir import read_json, write_json  # noqa: E402
+from toothseg.run.folder import read_json, write_json  # noqa: E402
 
 ARMS = ("suggest", "random")
 

@@ -9,7 +9,7 @@ import pytest
 
 from toothseg.errors import InputError
 from toothseg.pseudo.pool import unlabelled_pool
-from toothseg.rundir import RunDir
+from toothseg.run.folder import RunDir
 
 
 def make_run(root: Path, curation: dict | None) -> RunDir:

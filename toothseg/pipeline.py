@@ -14,7 +14,7 @@ from pathlib import Path
 from toothseg.config import build_config
 from toothseg.data.layout import read_index
 from toothseg.preflight import check_budget, ensure_writable_dir
-from toothseg.rundir import open_run, setup_logging
+from toothseg.run.folder import open_run, setup_logging
 
 log = logging.getLogger("toothseg")
 
