@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from toothseg.curate.hashing import register, warp_to
+from toothseg.data.layout import Sample
 
 LABEL_W, LABEL_H = 512, 256
 POLICIES = ("keep-finer", "keep-all-same-fold", "drop-all", "keep-first")
@@ -57,6 +58,15 @@ def copy_dice(mask_a: np.ndarray, thumb_a: np.ndarray, mask_b: np.ndarray, thumb
     if warp is not None:
         fb = warp_to(fb, warp, fa.shape, nearest=True)
     return dice(fa, fb.astype(bool))
+
+
+@dataclass
+class Loaded:
+    """What curation needs of one readable sample (masks are re-read on demand for group members only)."""
+
+    sample: Sample
+    thumb: np.ndarray
+    fraction: float | None  # tooth fraction of the mask; None = unlabelled
 
 
 @dataclass

@@ -32,7 +32,7 @@ import cv2
 
 import toothseg
 from toothseg.errors import InputError, ToothsegError
-from toothseg.rundir import RunDir, open_run, read_json, write_json
+from toothseg.run.folder import RunDir, open_run, read_json, write_json
 
 log = logging.getLogger("toothseg")
 
@@ -276,9 +276,9 @@ def _fold_value(s: str) -> int | str:
     return int(s) if s.isdigit() else s
 
 
-def _collect_tags(run: RunDir) -> list[dict]:
+def _collect_tags(run: RunDir, only: list[str] | None = None) -> list[dict]:
     tags = []
-    for tag_dir in sorted(p for p in run.train_dir.iterdir() if p.is_dir()):
+    for tag_dir in sorted(p for p in run.train_dir.iterdir() if p.is_dir() and (only is None or p.name in only)):
         info = read_json(tag_dir / "model.json") if (tag_dir / "model.json").is_file() else {}
         folds = []
         for fd in sorted(tag_dir.iterdir()):
@@ -353,8 +353,9 @@ def _data_summary(run: RunDir) -> dict:
             "n_unlabelled": sum(d["unlabelled"] for d in per.values())}
 
 
-def build_bundle(run: str | Path, out: Path | None = None, zip: bool = False) -> Path:
-    """Collect a run's trained folds into RUN/bundle (or ``out``); returns the bundle folder.
+def build_bundle(run: str | Path, out: Path | None = None, zip: bool = False, tags: list[str] | None = None) -> Path:
+    """Collect a run's trained folds (of the families ``tags``; default all) into RUN/bundle (or ``out``); returns
+    the bundle folder.
 
     Re-building replaces the previous bundle as a whole (including any ONNX export, which would be stale).
     """
@@ -366,14 +367,14 @@ def build_bundle(run: str | Path, out: Path | None = None, zip: bool = False) ->
 
     rd = open_run(run)
     rd.require(rd.train_dir, "train")
-    tags = _collect_tags(rd)
+    only = tags
+    tags = _collect_tags(rd, only)
     if not tags:
         raise ToothsegError(f"{rd.train_dir}: no trained fold (train/<tag>/fold<k>/best.ckpt); run 'toothseg train'")
     if rd.folds.is_file():
-        from toothseg.train.engine import read_folds
         from toothseg.train.provenance import check_run_folds
 
-        folds = read_folds(rd)
+        folds = rd.read_folds()
         for t in tags:
             check_run_folds(folds, t["folds"])
     out = Path(out) if out is not None else rd.bundle_dir
