@@ -307,12 +307,11 @@ def _section_worst(run: RunDir, tags: list[Family], n_worst: int) -> str:
     for r in worst:
         key = r["key"]
         s = samples.get(key)
-        prob_path = FoldDir(tag.path / r["fold"]).oof_map(key)
         try:
             if s is None or s.mask_path is None:
                 raise ToothsegError(f"{key}: not a labelled sample in samples.csv")
             gt = read_mask(s.mask_path)
-            prob = read_image(prob_path)
+            prob = read_image(FoldDir(tag.path / r["fold"]).oof_map(key))
             pred = prob >= round(thr * 255)
             try:
                 image = read_image(s.image_path)

@@ -8,12 +8,9 @@ by `toothseg.run.pseudo_labels`. Every write is atomic (`toothseg.atomic`).
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from toothseg.atomic import atomic_path
 from toothseg.config import Config, load_config, save_config
@@ -149,17 +146,6 @@ def open_run(root: str | Path, create: bool = False) -> RunDir:
     elif not root.is_dir():
         raise ToothsegError(f"{root}: run folder not found; create it with 'toothseg prepare DATA... --out {root}'")
     return RunDir(root)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    try:
-        import torch
-
-        torch.manual_seed(seed)
-    except ImportError:  # pragma: no cover - torch is a hard dependency, but curation does not need it
-        pass
 
 
 def setup_logging(run: RunDir | None = None, verbose: bool = False) -> logging.Logger:
