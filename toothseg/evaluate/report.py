@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from toothseg.atomic import atomic_write_text
 from toothseg.errors import ToothsegError
 from toothseg.run.family import Family, FoldDir, read_oof
 from toothseg.run.folder import RunDir, open_run, read_json
@@ -394,10 +395,6 @@ def report(run: str | Path, out: str | Path | None = None, worst: int = 8, overw
             target = target / "report.html"
         if target.exists() and not overwrite:
             raise ToothsegError(f"{target}: already exists; pass --overwrite to replace it or choose another --out")
-    page = build_html(rd, worst)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(target.suffix + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(target)
+    atomic_write_text(target, build_html(rd, worst))
     log.info("report: %s (%.1f MB)", target, target.stat().st_size / 1e6)
     return target
