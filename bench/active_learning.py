@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from toothseg.data.layout import read_index  # noqa: E402
 from toothseg.folds_arg import parse_folds  # noqa: E402
 from workdir import fresh_work  # noqa: E402
-from toothseg.rundir import read_json, write_json  # noqa: E402
+from toothseg.run.folder import read_json, write_json  # noqa: E402
 
 ARMS = ("suggest", "random")
 

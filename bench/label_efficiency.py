@@ -42,7 +42,7 @@ from toothseg.data.layout import Sample, read_index
 from toothseg.durations import parse_hhmmss
 from toothseg.errors import ToothsegError
 from toothseg.folds_arg import parse_folds
-from toothseg.rundir import read_json, setup_logging, write_json
+from toothseg.run.folder import read_json, setup_logging, write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from label_hiding import group_units, take_units, train_effort, unit_of  # noqa: E402
@@ -108,16 +108,16 @@ def link_scenario(roles: dict[str, str], samples: dict[str, Sample], out: Path, 
 def score_test(run: Path, ckpt: Path, items: list, out: Path, resume: bool) -> list[dict]:
     """Per-image Dice/IoU/HD95 of one fold model on the test items (raw output at 0.5, original size) ->
     OUT/oof.csv (score_items' file, here of the test images); reused while newer than the checkpoint."""
-    from toothseg.rundir import open_run
-    from toothseg.train.engine import score_fold
-    from toothseg.train.oof import read_oof_csv
+    from toothseg.run.folder import open_run
+    from toothseg.run.family import read_oof
+    from toothseg.train.oof import score_fold
 
     csv_path = out / "oof.csv"
     if resume and csv_path.is_file() and csv_path.stat().st_mtime >= ckpt.stat().st_mtime:
-        return read_oof_csv(csv_path)
+        return read_oof(csv_path)
     score_fold(open_run(run).load_config(), ckpt, items, out)
     shutil.rmtree(out / "oof", ignore_errors=True)  # the probability maps are not needed, and large
-    return read_oof_csv(csv_path)  # as stored, so a resumed run reports the very same numbers
+    return read_oof(csv_path)  # as stored, so a resumed run reports the very same numbers
 
 
 def paired_difference(arm: dict[str, list[dict]], ref: dict[str, list[dict]], metric: str, n_boot: int = 10000,

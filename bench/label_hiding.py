@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from toothseg.rundir import read_json
+from toothseg.run.folder import read_json
 
 
 def unit_of(key: str, items: dict) -> str:

@@ -33,7 +33,7 @@ from toothseg.config import load_config
 from toothseg.data.io import read_mask
 from toothseg.data.layout import read_index
 from toothseg.folds_arg import parse_folds
-from toothseg.rundir import open_run, read_json, setup_logging, write_json
+from toothseg.run.folder import open_run, read_json, setup_logging, write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from label_hiding import group_units, take_units, train_effort  # noqa: E402

@@ -17,7 +17,7 @@ import platform
 import time
 from pathlib import Path
 
-from toothseg.train.oof import read_oof_csv, summarise
+from toothseg.run.family import read_oof, summarise
 
 
 def main() -> None:
@@ -54,7 +54,7 @@ def main() -> None:
     for tag in out["models"]:
         fd = run / "train" / tag / f"fold{a.fold}"
         fit = json.loads((fd / "fit.json").read_text())
-        s = summarise(read_oof_csv(fd / "oof.csv"))
+        s = summarise(read_oof(fd / "oof.csv"))
         res["models"][tag] = {"val_dice": s["dice"], "val_iou": s["iou"], "val_hd95": s["hd95"], "n_val": s["n"],
                               "steps": fit["global_step"], "epochs": fit["epochs"],
                               "fit_seconds": round(fit["seconds"], 1),

@@ -15,7 +15,7 @@ from toothseg.data.nnunet_export import (CASES_FILE, case_name, export_nnunet_im
                                          rename_predictions)
 from toothseg.data.synth import synth
 from toothseg.errors import ToothsegError
-from toothseg.rundir import read_json
+from toothseg.run.folder import read_json
 
 
 @pytest.fixture(scope="module")

@@ -246,7 +246,7 @@ def test_offline_pseudo_items_alone_get_cutmix_and_strong_views(tmp_path: Path) 
 
 def test_pseudo_items_carry_their_soft_map_for_pixel_confidence(tmp_path: Path) -> None:
     from toothseg.pseudo.schedules import pseudo_items
-    from toothseg.rundir import RunDir
+    from toothseg.run.folder import RunDir
 
     (tmp_path / "samples.csv").write_text("key,source,image_id,image_path,mask_path\n"
                                           f"u/2,u,2,{tmp_path}/i2.png,\n")

@@ -27,14 +27,14 @@ FIT = textwrap.dedent("""
     import toothseg.train.fit as fit
     from toothseg.config import load_config
     from toothseg.pseudo.consistency import ConsistencyModule
-    from toothseg.rundir import open_run
+    from toothseg.run.folder import open_run
     from toothseg.train.dataset import TrainItem
-    from toothseg.train.engine import labelled_items, read_folds, split_items
+    from toothseg.train.kfold import labelled_items, split_items
 
     fit.CKPT_EVERY_STEPS = {every}
     rd = open_run({run!r})
     cfg = load_config(rd.config)
-    train, val = split_items(labelled_items(rd), read_folds(rd)[0], rd.folds)
+    train, val = split_items(labelled_items(rd), rd.read_folds()[0], rd.folds)
     unlabelled = [TrainItem("u/" + it.key, it.image_path, pseudo=True) for it in val]  # images only
 
     class FirstStep(L.Callback):

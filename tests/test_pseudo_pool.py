@@ -10,7 +10,7 @@ import pytest
 from helpers.fakerun import write_curation, write_samples
 from toothseg.errors import InputError
 from toothseg.pseudo.pool import unlabelled_pool
-from toothseg.rundir import RunDir
+from toothseg.run.folder import RunDir
 
 
 def make_run(root: Path, curation: dict | None) -> RunDir:

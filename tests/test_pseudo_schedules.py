@@ -10,9 +10,9 @@ import pytest
 
 from toothseg.config import build_config
 from toothseg.errors import ConfigError, InputError
-from toothseg.pseudo.schedules import (balance, cv_metrics, plan, pseudo_items, read_folds, retrain,
-                                       stage_budget, student_tag)
-from toothseg.rundir import RunDir
+from toothseg.pseudo.schedules import cv_metrics, plan, pseudo_items, retrain, student_tag
+from toothseg.train.kfold import balance, stage_budget
+from toothseg.run.folder import RunDir
 
 
 def test_plans_match_the_write_up() -> None:
@@ -108,7 +108,7 @@ def test_bad_folds_file_and_unknown_fold(tmp_path: Path) -> None:
         retrain(tmp_path, schedule="mix", rounds=0)
     run.folds.write_text("[1, 2]")
     with pytest.raises(InputError, match="folds"):
-        read_folds(run)
+        run.read_folds()
 
 
 # ------------------------------------------------------------------------------------------ end to end (tiny preset)

@@ -15,8 +15,8 @@ from helpers.fakerun import make_run
 from toothseg.config import load_config
 from toothseg.errors import InputError
 from toothseg.pseudo.stability import StabilityScorer
-from toothseg.rundir import open_run
-from toothseg.train.engine import labelled_items, read_folds, split_items
+from toothseg.run.folder import open_run
+from toothseg.train.kfold import labelled_items, split_items
 from toothseg.train.fit import fit_model
 
 HEAD_BIAS = "segmentation_head.0.bias"
@@ -29,7 +29,7 @@ def fold_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run, _ = make_run(tmp, n=8, overrides=["train.max_steps=3", "train.batch_size=2", "train.augment=none",
                                            "train.threads=1", "pseudo.stability_keep=0.5"])
     rd = open_run(run)
-    train, val = split_items(labelled_items(rd), read_folds(rd)[0], rd.folds)
+    train, val = split_items(labelled_items(rd), rd.read_folds()[0], rd.folds)
     fit_model(load_config(rd.config), train, val, run / "tag" / "fold0")
     return run / "tag" / "fold0"
 

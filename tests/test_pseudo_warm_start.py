@@ -13,7 +13,7 @@ import torch
 from toothseg.config import build_config, save_config
 from toothseg.errors import InputError
 from toothseg.pseudo.schedules import plan, retrain, teacher_weights
-from toothseg.rundir import RunDir
+from toothseg.run.folder import RunDir
 
 SCALE = ["train.scales=[[64, 128]]"]
 

@@ -16,12 +16,15 @@ import torch
 
 from helpers.fakerun import make_run
 from toothseg.errors import ConfigError, InputError, ToothsegError
-from toothseg.models.checkpoint import module_from_checkpoint, safe_load
+from toothseg.models.checkpoint import safe_load
 from toothseg.predict.bundle_build import build_bundle
-from toothseg.rundir import read_json
-from toothseg.train.engine import labelled_items, read_folds, score_fold, split_items, train
+from toothseg.run.folder import RunDir, read_json
+from toothseg.train.engine import train
+from toothseg.train.kfold import labelled_items, split_items
+from toothseg.train.oof import score_fold
+from toothseg.train.restore import module_from_checkpoint
 from toothseg.train.fit import FitResult
-from toothseg.train.provenance import RECORD
+from toothseg.run.family import BUILT_FROM as RECORD
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -99,7 +102,7 @@ def test_planted_best_ckpt_is_never_executed(run: Path, tmp_path: Path) -> None:
     _plant(fd / "best.ckpt", marker)
     with pytest.raises(InputError, match="refused: loading it would need arbitrary unpickling.*posix.system"):
         build_bundle(run)
-    rd_items = labelled_items(type("R", (), {"samples": run / "samples.csv", "curation": run / "x.json"})())
+    rd_items = labelled_items(RunDir(run))
     with pytest.raises(InputError, match="refused"):
         score_fold(None, fd / "best.ckpt", list(rd_items.values())[:1], tmp_path)
     assert not marker.exists()
@@ -135,10 +138,10 @@ def test_planted_init_weights_are_refused(run: Path, tmp_path: Path) -> None:
     init = tmp_path / "init.pt"
     torch.save({"w": _Planted(marker)}, init)
     cfg = load_config(run / "config.yaml")
-    from toothseg.rundir import open_run
+    from toothseg.run.folder import open_run
 
     rd = open_run(run)
-    tr, va = split_items(labelled_items(rd), read_folds(rd)[0], rd.folds)
+    tr, va = split_items(labelled_items(rd), rd.read_folds()[0], rd.folds)
     with pytest.raises(ConfigError, match=r"init.pt: cannot read weights \(refused: loading it would need arbitrary"):
         fit_model(cfg, tr, va, tmp_path / "f", init_weights=init)
     assert not marker.exists()

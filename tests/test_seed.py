@@ -31,14 +31,14 @@ class _FirstStep(L.Callback):
 
 def _train(root: Path, seed: int) -> _FirstStep:
     from toothseg.config import load_config
-    from toothseg.rundir import open_run
-    from toothseg.train.engine import labelled_items, read_folds, split_items
+    from toothseg.run.folder import open_run
+    from toothseg.train.kfold import labelled_items, split_items
     from toothseg.train.fit import fit_model
 
     run, _ = make_run(root, n=4, overrides=["train.max_steps=1", "train.threads=1", f"seed={seed}"])
     rd = open_run(run)
     cfg = load_config(rd.config)
-    train, val = split_items(labelled_items(rd), read_folds(rd)[0], rd.folds)
+    train, val = split_items(labelled_items(rd), rd.read_folds()[0], rd.folds)
     probe = _FirstStep()
     fit_model(cfg, train, val, run / "f", callbacks=[probe])
     return probe

@@ -8,8 +8,8 @@ import torch
 import toothseg.train.budget as budget
 from helpers.fakerun import make_run
 from toothseg.config import load_config
-from toothseg.rundir import open_run
-from toothseg.train.engine import labelled_items, read_folds, split_items
+from toothseg.run.folder import open_run
+from toothseg.train.kfold import labelled_items, split_items
 from toothseg.train.fit import fit_model
 
 
@@ -19,7 +19,7 @@ def test_time_budget_stops_early_and_decays_the_learning_rate(tmp_path, monkeypa
     run, _ = make_run(tmp_path, n=16, overrides=["train.batch_size=2", "train.augment=none", "train.lr=0.001"])
     rd = open_run(run)
     cfg = load_config(rd.config)
-    train, val = split_items(labelled_items(rd), read_folds(rd)[0], rd.folds)
+    train, val = split_items(labelled_items(rd), rd.read_folds()[0], rd.folds)
     res = fit_model(cfg, train, val, run / "f", max_time="00:00:20", epochs=1000)
     assert 0 <= res.epochs < 1000 and res.best_ckpt.is_file()
     ck = torch.load(run / "f" / "last.ckpt", map_location="cpu", weights_only=False)

@@ -16,11 +16,11 @@ import toothseg.train.phases as phases
 from helpers.fakerun import make_run
 from toothseg.config import build_config, load_config
 from toothseg.errors import ConfigError
-from toothseg.rundir import open_run
+from toothseg.run.folder import open_run
 from toothseg.train.boundary import boundary_loss, signed_distance
 from toothseg.train.budget import MARGIN_S, plan_total_steps
 from toothseg.train.dataset import SegDataset
-from toothseg.train.engine import labelled_items, read_folds, split_items
+from toothseg.train.kfold import labelled_items, split_items
 from toothseg.train.fit import fit_model, resolve_precision
 from toothseg.train.hardware import onednn_isa_allows_bf16, resolve_workers, use_channels_last
 from toothseg.train.module import lr_factor
@@ -30,7 +30,7 @@ def _split(tmp_path, n=16, overrides=()):
     run, _ = make_run(tmp_path, n=n, overrides=["train.batch_size=2", "train.augment=none", "train.threads=1",
                                                 *overrides])
     rd = open_run(run)
-    train, val = split_items(labelled_items(rd), read_folds(rd)[0], rd.folds)
+    train, val = split_items(labelled_items(rd), rd.read_folds()[0], rd.folds)
     return run, load_config(rd.config), train, val
 
 

@@ -24,13 +24,13 @@ SCRIPT = textwrap.dedent("""
     import lightning as L
     import toothseg.train.fit as fit
     from toothseg.config import load_config
-    from toothseg.train.engine import labelled_items, read_folds, split_items
-    from toothseg.rundir import open_run
+    from toothseg.train.kfold import labelled_items, split_items
+    from toothseg.run.folder import open_run
 
     fit.CKPT_EVERY_STEPS = 2
     rd = open_run({run!r})
     cfg = load_config(rd.config)
-    train, val = split_items(labelled_items(rd), read_folds(rd)[0], rd.folds)
+    train, val = split_items(labelled_items(rd), rd.read_folds()[0], rd.folds)
 
     class FirstStep(L.Callback):
         def on_train_start(self, trainer, module):
@@ -93,14 +93,14 @@ def test_kill_mid_run_then_resume_continues(tmp_path):
 def test_resume_refused_without_flag_and_fresh_start_when_nothing_to_resume(tmp_path):
     from toothseg.config import load_config
     from toothseg.errors import ToothsegError
-    from toothseg.rundir import open_run
-    from toothseg.train.engine import labelled_items, read_folds, split_items
+    from toothseg.run.folder import open_run
+    from toothseg.train.kfold import labelled_items, split_items
     from toothseg.train.fit import fit_model
 
     run, _ = make_run(tmp_path, n=4, overrides=["train.max_steps=1", "train.augment=none"])
     rd = open_run(run)
     cfg = load_config(rd.config)
-    train, val = split_items(labelled_items(rd), read_folds(rd)[0], rd.folds)
+    train, val = split_items(labelled_items(rd), rd.read_folds()[0], rd.folds)
     res = fit_model(cfg, train, val, run / "f", resume=True)  # nothing to resume: starts from scratch
     assert res.global_step == 1 and res.best_ckpt.is_file()
     try:

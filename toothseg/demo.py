@@ -13,7 +13,7 @@ from pathlib import Path
 
 from toothseg.errors import ToothsegError
 from toothseg.pipeline import RunResult
-from toothseg.rundir import setup_logging
+from toothseg.run.folder import setup_logging
 
 
 # Sized for about 3 minutes on 2 CPU cores: 2 folds (every stage still runs: OOF threshold tuning, hard mining,

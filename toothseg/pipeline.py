@@ -15,7 +15,7 @@ from toothseg.config import build_config
 from toothseg.data.layout import read_index
 from toothseg.folds_arg import parse_folds
 from toothseg.preflight import check_budget, ensure_writable_dir
-from toothseg.rundir import open_run, setup_logging
+from toothseg.run.folder import open_run, setup_logging
 
 log = logging.getLogger("toothseg")
 

@@ -51,7 +51,7 @@ from toothseg.data.layout import discover, read_index  # noqa: E402
 from toothseg.durations import parse_hhmmss  # noqa: E402
 from toothseg.data.nnunet_export import (CASES_FILE, export_nnunet_images, export_nnunet_raw,  # noqa: E402
                                          rename_predictions)
-from toothseg.rundir import read_json  # noqa: E402
+from toothseg.run.folder import read_json  # noqa: E402
 
 STAGES = ("export", "plan", "train", "predict", "evaluate")
 TRAINER_FILE = HERE / "nnUNetTrainer_CPUBudget.py"

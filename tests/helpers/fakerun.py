@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import cv2
@@ -14,6 +13,9 @@ import torch
 from toothseg.config import Config, build_config, save_config
 from toothseg.data.layout import discover, write_index
 from toothseg.models.factory import create_model
+from toothseg.run.family import OofRow, write_oof
+from toothseg.run.files import write_json
+from toothseg.run.folder import RunDir
 
 
 SAMPLE_FIELDS = ["key", "source", "image_id", "image_path", "mask_path"]
@@ -31,12 +33,12 @@ def write_samples(run: Path, rows: list[list[str]], append: bool = False) -> Non
 
 def write_curation(run: Path, items: dict[str, dict], summary: dict | None = None, threshold: int = 10) -> None:
     """RUN/curation.json: per-key ``{"group", "use", "reason"}`` decisions."""
-    (run / "curation.json").write_text(json.dumps({"summary": summary or {}, "items": items, "threshold": threshold}))
+    RunDir(run).write_curation({"summary": summary or {}, "items": items, "threshold": threshold})
 
 
 def write_folds(run: Path, folds: dict[str, dict[str, list[str]]]) -> None:
     """RUN/folds.json: ``{"0": {"train": [keys], "val": [keys]}, ...}``."""
-    (run / "folds.json").write_text(json.dumps(folds))
+    write_json(RunDir(run).folds, folds)
 
 
 def draw_pair(rng: np.random.Generator, h: int = 64, w: int = 128, empty: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -139,24 +141,21 @@ def make_trained_run(root: Path, tags: dict[str, tuple[int, int]] = TAGS, folds:
                   + [["synth/u0", "synth", "u0", str(data / "images" / "img0.png"), ""]])
     model_d = cfg.model.model_dump(mode="json")
     for t_i, (tag, scale) in enumerate(tags.items()):
-        tdir = run / "train" / tag
+        family = RunDir(run).family(tag)
         for k in range(folds):
             net = create_model(cfg.model, load_weights=False)
-            fd = tdir / f"fold{k}"
-            fd.mkdir(parents=True)
+            fold = family.fold(k)
+            fold.path.mkdir(parents=True)
             ckpt = {"state_dict": {"model." + n: v for n, v in net.state_dict().items()},
                     "hyper_parameters": {"model": model_d, "scale": list(scale), "resize": "resize"},
                     "epoch": 1}
-            torch.save(ckpt, fd / "best.ckpt")
+            torch.save(ckpt, fold.best_ckpt)
             val = keys[k::folds]
-            rows = []
             for key in val:
-                src, iid = key.split("/")
-                (fd / "oof" / src).mkdir(parents=True, exist_ok=True)
-                cv2.imwrite(str(fd / "oof" / src / f"{iid}.png"), draw_oof(rng, gts[key]))
-                rows.append(f"{key},0.8,0.7,3.0")
-            (fd / "oof.csv").write_text("key,dice,iou,hd95\n" + "\n".join(rows) + "\n")
-        (tdir / "model.json").write_text(json.dumps({"tag": tag, "model": model_d, "scale": list(scale),
-                                                     "resize": "resize", "folds": list(range(folds)),
-                                                     "cv_dice": 0.8 + 0.01 * t_i}))
+                png = fold.oof_map(key)
+                png.parent.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(png), draw_oof(rng, gts[key]))
+            write_oof(fold.oof_csv, [OofRow(key=key, dice=0.8, iou=0.7, hd95=3.0) for key in val])
+        family.write_info({"tag": tag, "model": model_d, "scale": list(scale), "resize": "resize",
+                           "folds": list(range(folds)), "cv_dice": 0.8 + 0.01 * t_i})
     return run

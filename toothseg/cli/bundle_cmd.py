@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Fuse trained model families into a bundle: weights, OOF-tuned threshold and post-processing."""
         from toothseg.api import bundle
-        from toothseg.rundir import setup_logging
+        from toothseg.run.folder import setup_logging
 
         setup_logging()
         tags = [t.strip() for t in members.split(",") if t.strip()] if members is not None else None

@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Export every bundle member to ONNX and check it against PyTorch."""
         from toothseg.api import export
-        from toothseg.rundir import setup_logging
+        from toothseg.run.folder import setup_logging
 
         setup_logging()
         paths = export(bundle, format=format, out=out, opset=opset, overwrite=overwrite, threads=threads)

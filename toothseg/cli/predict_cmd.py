@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Segment teeth in X-rays with a trained bundle (fold/model/scale fusion, TTA, tuned threshold)."""
         from toothseg.api import predict
-        from toothseg.rundir import setup_logging
+        from toothseg.run.folder import setup_logging
 
         setup_logging()
         s = predict(bundle, inputs, out, engine=engine, folds=_folds(folds), tta=tta, threshold=threshold,

@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Serve a page with the X-ray, the predicted mask, brush/eraser, undo, zoom and accept/reject/skip."""
         from toothseg.api import review
-        from toothseg.rundir import setup_logging
+        from toothseg.run.folder import setup_logging
 
         setup_logging()
         s = review(source, port=port, host=host, out=out, user=user)

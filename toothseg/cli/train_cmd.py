@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"{tag}: folds {info['folds']}  CV Dice {info['cv_dice']:.4f}  IoU {info['cv_iou']:.4f}  "
                        f"HD95 {info['cv_hd95']:.1f} px  ({run / 'train' / tag})")
         if profile:
-            from toothseg.rundir import read_json
+            from toothseg.run.folder import read_json
             from toothseg.train.profile import profile_lines
 
             for f in sorted((run / "train").glob("*/fold*/profile.json")):

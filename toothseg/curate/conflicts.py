@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from toothseg.curate.hashing import register, warp_to
+from toothseg.data.layout import Sample
 from toothseg.evaluate.metrics import dice
 
 LABEL_W, LABEL_H = 512, 256
@@ -52,6 +53,15 @@ def copy_dice(mask_a: np.ndarray, thumb_a: np.ndarray, mask_b: np.ndarray, thumb
     if warp is not None:
         fb = warp_to(fb, warp, fa.shape, nearest=True)
     return dice(fa, fb.astype(bool))
+
+
+@dataclass
+class Loaded:
+    """What curation needs of one readable sample (masks are re-read on demand for group members only)."""
+
+    sample: Sample
+    thumb: np.ndarray
+    fraction: float | None  # tooth fraction of the mask; None = unlabelled
 
 
 @dataclass

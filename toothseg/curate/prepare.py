@@ -6,39 +6,28 @@ splits_final.json and curation.html.
 
 from __future__ import annotations
 
-import csv
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from pydantic import ValidationError
 
 from toothseg.config import Config, build_config
-from toothseg.curate.conflicts import POLICIES, GroupDecision, Member, resolve
+from toothseg.curate.conflicts import POLICIES, GroupDecision, Loaded, Member, resolve
 from toothseg.curate.folds import make_folds, nnunet_splits
 from toothseg.curate.groups import group_pairs, nearest_in_group
 from toothseg.curate.hashing import pair_distances, thumbnail
 from toothseg.curate.report import write_report
 from toothseg.data.io import read_image, read_mask
 from toothseg.preflight import ensure_writable_dir
-from toothseg.data.layout import Sample, discover, write_index
+from toothseg.data.layout import Sample, discover
 from toothseg.errors import ConfigError, InputError, ToothsegError
-from toothseg.rundir import RunDir, open_run, setup_logging, write_json
+from toothseg.run.folder import RunDir, open_run, setup_logging
 
 log = logging.getLogger("toothseg.curate")
 REPORT_NAME = "curation.html"
-
-
-@dataclass
-class Loaded:
-    """What curation needs of one readable sample (masks are re-read on demand for group members only)."""
-
-    sample: Sample
-    thumb: np.ndarray
-    fraction: float | None  # tooth fraction of the mask; None = unlabelled
 
 
 def _outputs(run: RunDir) -> list[Path]:
@@ -105,17 +94,15 @@ def _resolve_groups(loaded: list[Loaded], groups: list[list[int]], policy: str, 
     return out
 
 
-def _write_duplicates(path: Path, loaded: list[Loaded], groups: list[list[int]], final: np.ndarray,
-                      items: dict[str, dict]) -> None:
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["group_id", "source", "image_id", "labelled", "distance", "kept", "role"])
-        for gid, g in enumerate(groups):
-            near = nearest_in_group(final, g)
-            for i in g:
-                s = loaded[i].sample
-                use = items[s.key]["use"]
-                w.writerow([gid, s.source, s.image_id, int(s.labelled), near[i], int(use != "drop"), use])
+def _duplicate_rows(loaded: list[Loaded], groups: list[list[int]], final: np.ndarray,
+                    items: dict[str, dict]) -> list[list]:
+    rows = []
+    for gid, g in enumerate(groups):
+        near = nearest_in_group(final, g)
+        for i in g:
+            s, use = loaded[i].sample, items[loaded[i].sample.key]["use"]
+            rows.append([gid, s.source, s.image_id, int(s.labelled), near[i], int(use != "drop"), use])
+    return rows
 
 
 def prepare(data_dirs: list[str | Path], out: str | Path, preset: str = "cpu", config: str | Path | None = None,
@@ -170,13 +157,12 @@ def prepare(data_dirs: list[str | Path], out: str | Path, preset: str = "cpu", c
     summary["dataset_problems"] = len(ds.problems)
     # Written only now: a run that fails above (e.g. too few groups for the folds) leaves no half-prepared folder.
     run.save_config(cfg)
-    write_index(ds, run.samples)
-    _write_duplicates(run.duplicates, loaded, groups, dist.final, items)
-    write_json(run.folds, folds)
-    write_json(run.splits_final, nnunet_splits(folds))
+    run.write_samples(ds)
+    run.write_duplicates(_duplicate_rows(loaded, groups, dist.final, items))
+    run.write_folds(folds, nnunet_splits(folds))
     write_report(run.root / REPORT_NAME, summary, loaded, groups, decisions, items, dist, cc.hash_threshold)
     summary["seconds"]["total"] = round(time.perf_counter() - t0, 1)
-    write_json(run.curation, {
+    run.write_curation({
         "summary": summary,
         "threshold": cc.hash_threshold,
         "policy": cc.policy,

@@ -19,9 +19,8 @@ import numpy as np
 from toothseg.data.io import read_image, read_mask
 
 if TYPE_CHECKING:
-    from toothseg.curate.conflicts import GroupDecision
+    from toothseg.curate.conflicts import GroupDecision, Loaded
     from toothseg.curate.hashing import Distances
-    from toothseg.curate.prepare import Loaded
 
 TILE_H = 180
 _USE_COLOUR = {"train": "#1a7f37", "drop": "#b42318"}

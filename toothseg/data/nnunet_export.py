@@ -21,9 +21,9 @@ import numpy as np
 from toothseg.atomic import atomic_write_text
 from toothseg.curate.folds import case_name, nnunet_splits
 from toothseg.data.io import read_image, read_mask, write_png
-from toothseg.data.layout import Sample, read_index
+from toothseg.data.layout import Sample
 from toothseg.errors import ToothsegError
-from toothseg.rundir import open_run, read_json
+from toothseg.run.folder import open_run
 
 CASES_FILE = "toothseg_cases.json"
 
@@ -60,8 +60,8 @@ def export_nnunet_raw(run: str | Path, raw_root: str | Path, dataset_id: int = 5
     if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
         raise ToothsegError(f"nnU-Net dataset name '{name}': use letters, digits, '_' or '-'")
     rd = open_run(run)
-    samples = {s.key: s for s in read_index(rd.require(rd.samples, "prepare"))}
-    folds = read_json(rd.require(rd.folds, "prepare"))
+    samples = {s.key: s for s in rd.read_samples()}
+    folds = {str(k): v for k, v in rd.read_folds().items()}
     if keys is None:
         keys = sorted({k for f in folds.values() for part in ("train", "val") for k in f[part]})
     unknown = [k for k in keys if k not in samples]

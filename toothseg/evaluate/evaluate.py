@@ -24,7 +24,7 @@ from toothseg.data.io import is_image_file, read_mask
 from toothseg.errors import InputError, ToothsegError
 from toothseg.evaluate.metrics import METRICS, diagonal, failure_metrics, score_pair
 from toothseg.preflight import ensure_writable_dir
-from toothseg.rundir import write_json
+from toothseg.run.folder import write_json
 
 log = logging.getLogger("toothseg")
 

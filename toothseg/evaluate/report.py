@@ -20,8 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from toothseg.atomic import atomic_write_text
 from toothseg.errors import ToothsegError
-from toothseg.rundir import RunDir, open_run, read_json
+from toothseg.run.family import Family, FoldDir, read_oof
+from toothseg.run.folder import RunDir, open_run, read_json
 
 log = logging.getLogger("toothseg")
 OOF_METRICS = ("dice", "iou", "hd95")
@@ -51,24 +53,16 @@ def _json(path: Path) -> Any:
         return None
 
 
-def _fold_dirs(tag_dir: Path) -> list[Path]:
-    return sorted((p for p in tag_dir.glob("fold*") if p.is_dir() and p.name[4:].isdigit()), key=lambda p: int(p.name[4:]))
-
-
-def _tags(run: RunDir) -> list[Path]:
-    if not run.train_dir.is_dir():
-        return []
-    return sorted(p for p in run.train_dir.iterdir() if p.is_dir() and (_fold_dirs(p) or (p / "model.json").is_file()))
-
-
-def _oof_rows(tag_dir: Path) -> list[dict[str, Any]]:
+def _oof_rows(fam: Family) -> list[dict[str, Any]]:
     """OOF rows of every fold: key, source, fold, dice, iou, hd95 (floats)."""
     rows = []
-    for fd in _fold_dirs(tag_dir):
-        for r in _read_csv(fd / "oof.csv"):
-            key = r.get("key", "")
-            rows.append({"key": key, "source": key.split("/", 1)[0] if "/" in key else "", "fold": fd.name,
-                         **{m: _float(r.get(m)) for m in OOF_METRICS}})
+    for fd in (f for f in fam.folds() if f.oof_csv.is_file()):
+        try:
+            oof = read_oof(fd.oof_csv)
+        except (KeyError, ValueError) as exc:
+            log.warning("%s: unreadable (%s); fold left out of the report", fd.oof_csv, exc)
+            continue
+        rows += [{**r, "source": r["key"].partition("/")[0], "fold": fd.path.name} for r in oof]
     return rows
 
 
@@ -136,36 +130,39 @@ def _metric_table(rows: list[dict[str, Any]], group: str, metrics: tuple[str, ..
 # ---------------------------------------------------------------- sections
 
 def _section_dataset(run: RunDir) -> str:
-    samples = _read_csv(run.samples)
+    samples = run.read_samples() if run.samples.is_file() else []
     if not samples:
         return _skipped("samples.csv", f"toothseg prepare DATA... --out {run.root}")
     by_src: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for s in samples:
-        by_src[s["source"]][0 if s.get("mask_path") else 1] += 1
+        by_src[s.source][0 if s.labelled else 1] += 1
     rows = [[src, a + b, a, b] for src, (a, b) in sorted(by_src.items())]
     rows.append(["all", len(samples), sum(r[2] for r in rows), sum(r[3] for r in rows)])
     out = _table(["source", "images", "labelled", "unlabelled"], rows, "num")
-    cur = _json(run.curation)
-    if isinstance(cur, dict):
-        summ = cur.get("summary") or {}
+    try:
+        cur = run.read_curation() if run.curation.is_file() else None
+    except ToothsegError as exc:
+        log.warning("%s; curation section skipped", exc)
+        cur = None
+    if cur is not None:
+        summ = cur.summary
         if summ:
             out += "<h3>Curation summary</h3>" + _table(
                 ["item", "value"], [[k, v if not isinstance(v, (dict, list)) else json.dumps(v)] for k, v in summ.items()])
         uses: dict[str, int] = defaultdict(int)
         reasons: dict[str, int] = defaultdict(int)
-        for item in (cur.get("items") or {}).values():
-            use = str(item.get("use", ""))
-            uses["label-from (reuses a duplicate's label)" if use.startswith("label-from:") else use] += 1
-            if use != "train" and item.get("reason"):
-                reasons[str(item["reason"])] += 1
+        for item in cur.items.values():
+            uses["label-from (reuses a duplicate's label)" if item.label_from else item.use] += 1
+            if item.use != "train" and item.reason:
+                reasons[item.reason] += 1
         if uses:
             out += "<h3>Decisions per image</h3>" + _table(["use", "images"], sorted(uses.items()), "num")
         if reasons:
             out += _table(["reason (non-train decisions)", "images"],
                           sorted(reasons.items(), key=lambda kv: -kv[1])[:15], "num")
-        if "threshold" in cur:
-            out += f"<p>Perceptual-hash distance threshold: {_esc(cur['threshold'])}.</p>"
-    dups = _read_csv(run.duplicates)
+        if cur.threshold is not None:
+            out += f"<p>Perceptual-hash distance threshold: {_esc(cur.threshold)}.</p>"
+    dups = run.read_duplicates()
     if dups:
         groups: dict[str, list[dict[str, str]]] = defaultdict(list)
         for d in dups:
@@ -179,8 +176,12 @@ def _section_dataset(run: RunDir) -> str:
                 + _table(["group size", "groups"], sorted(sizes.items()), "num"))
     elif run.samples.is_file():
         out += "<p>No duplicates.csv (or no duplicates found).</p>"
-    folds = _json(run.folds)
-    if isinstance(folds, dict) and folds:
+    try:
+        folds = run.read_folds() if run.folds.is_file() else {}
+    except ToothsegError as exc:
+        log.warning("%s; folds table skipped", exc)
+        folds = {}
+    if folds:
         def src_counts(keys: list[str]) -> str:
             c: dict[str, int] = defaultdict(int)
             for k in keys:
@@ -190,11 +191,11 @@ def _section_dataset(run: RunDir) -> str:
         out += "<h3>Folds</h3>" + _table(
             ["fold", "train", "val", "val by source"],
             [[k, len(v.get("train", [])), len(v.get("val", [])), src_counts(v.get("val", []))]
-             for k, v in sorted(folds.items(), key=lambda kv: int(kv[0]) if str(kv[0]).isdigit() else 0)], "num")
+             for k, v in sorted(folds.items())], "num")
     return out
 
 
-def _section_cv(run: RunDir, tags: list[Path]) -> tuple[str, str, str]:
+def _section_cv(run: RunDir, tags: list[Family]) -> tuple[str, str, str]:
     """(CV tables, training curves, per-source breakdown) for every trained tag."""
     from toothseg.evaluate.plots import histograms, training_curves
 
@@ -203,8 +204,8 @@ def _section_cv(run: RunDir, tags: list[Path]) -> tuple[str, str, str]:
         return s, s, s
     cv, curves, per_source = "", "", ""
     for tag in tags:
-        name = tag.name
-        model = _json(tag / "model.json") or {}
+        name = tag.tag
+        model = _json(tag.info_file) or {}
         desc = ""
         if model:
             m = model.get("model") or {}
@@ -220,7 +221,8 @@ def _section_cv(run: RunDir, tags: list[Path]) -> tuple[str, str, str]:
             per_source += f"<h3>{_esc(name)} (out-of-fold)</h3>" + _metric_table(oof, "source", OOF_METRICS)
         else:
             cv += "<p class='skip'>No oof.csv in the fold folders yet.</p>"
-        logs = {fd.name: read_training_log(fd / "metrics.csv") for fd in _fold_dirs(tag) if (fd / "metrics.csv").is_file()}
+        logs = {fd.path.name: read_training_log(fd.path / "metrics.csv") for fd in tag.folds()
+                if (fd.path / "metrics.csv").is_file()}
         logs = {k: v for k, v in logs.items() if v}
         curves += f"<h3>{_esc(name)}</h3>" + (_img(training_curves(logs, name), f"{name} training curves")
                                               if logs else "<p class='skip'>No metrics.csv logs.</p>")
@@ -263,14 +265,14 @@ def _section_evaluation(run: RunDir) -> tuple[str, str, list[dict[str, Any]], di
 def _section_pseudo(run: RunDir) -> str:
     from toothseg.evaluate.plots import histograms
 
-    rows = _read_csv(run.pseudo_dir / "scores.csv")
+    labels = run.pseudo_labels()
+    rows = labels.read_scores() if labels.scores_csv.is_file() else []
     if not rows:
         return _skipped("pseudo/scores.csv", f"toothseg pseudo-label {run.root}")
-    selected = [str(r.get("selected", "")).strip().lower() in ("1", "true") for r in rows]
-    numeric = [c for c in rows[0] if c not in ("key", "selected") and
-               all(math.isfinite(_float(r[c])) for r in rows[: min(20, len(rows))])]
+    selected = [r.selected for r in rows]
+    numeric = [c for c in rows[0].scores if all(math.isfinite(r.scores.get(c, math.nan)) for r in rows[:20])]
     out = f"<p>{len(rows)} unlabelled images scored; {sum(selected)} selected as pseudo-labels.</p>"
-    out += _img(histograms({c: [_float(r[c]) for r in rows] for c in numeric[:4]}, "pseudo-label confidence",
+    out += _img(histograms({c: [r.scores[c] for r in rows] for c in numeric[:4]}, "pseudo-label confidence",
                            groups=["selected" if s else "not selected" for s in selected]), "pseudo histograms")
     return out
 
@@ -281,10 +283,9 @@ def _threshold(run: RunDir) -> float:
     return t if math.isfinite(t) and 0 < t < 1 else 0.5
 
 
-def _section_worst(run: RunDir, tags: list[Path], n_worst: int) -> str:
+def _section_worst(run: RunDir, tags: list[Family], n_worst: int) -> str:
     """The lowest-Dice OOF images of the best tag, as TP/FP/FN overlays at the bundle threshold."""
     from toothseg.data.io import read_image, read_mask
-    from toothseg.data.layout import read_index
     from toothseg.evaluate.metrics import mask_metrics
     from toothseg.evaluate.overlays import FN_RGB, FP_RGB, TP_RGB, error_overlay, png_b64
 
@@ -294,7 +295,7 @@ def _section_worst(run: RunDir, tags: list[Path], n_worst: int) -> str:
         return _skipped("out-of-fold predictions", f"toothseg train {run.root}")
     tag, rows = max(scored, key=lambda tr: _mean([r["dice"] for r in tr[1]]))
     try:
-        samples = {s.key: s for s in read_index(run.samples)}
+        samples = {s.key: s for s in run.read_samples()}
     except ToothsegError as exc:
         return f"<p class='skip'>{_esc(exc)}</p>"
     thr = _threshold(run)
@@ -302,18 +303,16 @@ def _section_worst(run: RunDir, tags: list[Path], n_worst: int) -> str:
     swatch = "".join(f'<span class="sw" style="background:rgb{c}"></span>{label} '
                      for c, label in ((TP_RGB, "correct tooth"), (FP_RGB, "false positive (predicted, not in the "
                                       "label)"), (FN_RGB, "false negative (label missed)")))
-    out = (f"<p>Model <b>{_esc(tag.name)}</b>, out-of-fold probability &ge; {thr:.2f} against the ground truth. "
+    out = (f"<p>Model <b>{_esc(tag.tag)}</b>, out-of-fold probability &ge; {thr:.2f} against the ground truth. "
            f"{swatch}</p><div class='cases'>")
     for r in worst:
         key = r["key"]
         s = samples.get(key)
-        src, _, iid = key.partition("/")
-        prob_path = tag / r["fold"] / "oof" / src / f"{iid}.png"
         try:
             if s is None or s.mask_path is None:
                 raise ToothsegError(f"{key}: not a labelled sample in samples.csv")
             gt = read_mask(s.mask_path)
-            prob = read_image(prob_path)
+            prob = read_image(FoldDir(tag.path / r["fold"]).oof_map(key))
             pred = prob >= round(thr * 255)
             try:
                 image = read_image(s.image_path)
@@ -349,7 +348,7 @@ vertical-align:middle;border:1px solid #555}code{background:#f3f3f3;padding:0 .2
 
 def build_html(run: RunDir, n_worst: int = 8) -> str:
     """The report page for a run folder, as a string."""
-    tags = _tags(run)
+    tags = run.families()
     cfg_line = ""
     if run.config.is_file():
         try:
@@ -396,10 +395,6 @@ def report(run: str | Path, out: str | Path | None = None, worst: int = 8, overw
             target = target / "report.html"
         if target.exists() and not overwrite:
             raise ToothsegError(f"{target}: already exists; pass --overwrite to replace it or choose another --out")
-    page = build_html(rd, worst)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(target.suffix + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(target)
+    atomic_write_text(target, build_html(rd, worst))
     log.info("report: %s (%.1f MB)", target, target.stat().st_size / 1e6)
     return target

@@ -45,25 +45,3 @@ def load_checkpoint(path: str | Path) -> dict:
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise InputError(path, "not a toothseg checkpoint (no state_dict)", "re-train this fold")
     return ckpt
-
-
-def module_from_checkpoint(path: str | Path):
-    """Rebuild the `SegModule` from a checkpoint's ``hyper_parameters`` and load its weights (instead of
-    ``SegModule.load_from_checkpoint``, which unpickles with ``weights_only=False``)."""
-    from toothseg.train.module import SegModule
-
-    ckpt = load_checkpoint(path)
-    hp = ckpt.get("hyper_parameters")
-    try:
-        module = SegModule(model=dict(hp["model"]), scale=list(hp["scale"]), resize=str(hp["resize"]),
-                           train=dict(hp["train"]))
-    except Exception as exc:  # missing keys or values the config no longer accepts
-        raise InputError(path, f"checkpoint settings unusable ({exc.__class__.__name__}: "
-                         f"{str(exc).splitlines()[0][:120]})", "re-train this fold") from None
-    try:
-        module.load_state_dict(ckpt["state_dict"], strict=True)
-    except RuntimeError as exc:
-        raise InputError(path, f"weights do not fit the model its settings describe ({str(exc).splitlines()[0]})",
-                         "re-train this fold") from None
-    module.on_load_checkpoint(ckpt)
-    return module

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,15 +19,14 @@ import toothseg
 from toothseg.errors import InputError, ToothsegError
 from toothseg.predict.bundle_format import BUNDLE_FORMAT, BUNDLE_VERSION
 from toothseg.predict.bundle_tune import predict_settings, tune_on_oof
-from toothseg.rundir import RunDir, open_run, read_json, write_json
+from toothseg.run.folder import RunDir, open_run, write_json
 
 log = logging.getLogger("toothseg")
 
-_FOLD_DIR = re.compile(r"^fold(\w+)$")
 
 
 @dataclass(frozen=True)
-class Family:
+class Member:
     """One trained model family: ``train/<tag>`` with its model.json and its ``fold<k>/best.ckpt`` folders."""
 
     tag: str
@@ -64,20 +62,16 @@ def _hparams_geometry(ckpt: dict) -> dict:
     return found
 
 
-def trained_families(run: RunDir) -> list[Family]:
-    """Every ``train/<tag>`` with at least one ``fold<k>/best.ckpt``."""
+def trained_families(run: RunDir) -> list[Member]:
+    """Every ``train/<tag>`` with at least one trained fold folder."""
     families = []
-    for tag_dir in sorted(p for p in run.train_dir.iterdir() if p.is_dir()):
-        info = read_json(tag_dir / "model.json") if (tag_dir / "model.json").is_file() else {}
-        folds = []
-        for fd in sorted(tag_dir.iterdir()):
-            m = _FOLD_DIR.match(fd.name)
-            if m and fd.is_dir() and (fd / "best.ckpt").is_file():
-                folds.append((int(m.group(1)) if m.group(1).isdigit() else m.group(1), fd))
+    for fam in run.families():
+        folds = [(f.k, f.path) for f in fam.folds(trained=True)]
+        info = fam.info()
         if folds:
-            families.append(Family(info.get("tag", tag_dir.name), tag_dir, info, folds))
+            families.append(Member(info.get("tag", fam.tag), fam.path, info, folds))
         else:
-            log.warning("%s: no fold*/best.ckpt; tag left out of the bundle", tag_dir)
+            log.warning("%s: no fold<k>/best.ckpt; tag left out of the bundle", fam.path)
     return families
 
 
@@ -90,7 +84,7 @@ def _is_model(info: dict, wanted: dict) -> bool:
         return False
 
 
-def chosen_tags(run: RunDir, families: list[Family]) -> list[str]:
+def chosen_tags(run: RunDir, families: list[Member]) -> list[str]:
     """The families the run config chose: its models at their scales, then the students of its schedule (round by
     round, each taught by an already chosen family or by ``pseudo.teacher``)."""
     if not run.config.is_file():
@@ -112,7 +106,7 @@ def chosen_tags(run: RunDir, families: list[Family]) -> list[str]:
     return chosen
 
 
-def select_families(run: RunDir, members: list[str] | None) -> list[Family]:
+def select_families(run: RunDir, members: list[str] | None) -> list[Member]:
     """The families named in ``members`` (all must be trained), or `chosen_tags` when None."""
     families = trained_families(run)
     if not families:
@@ -132,7 +126,7 @@ def select_families(run: RunDir, members: list[str] | None) -> list[Family]:
     return [by_tag[t] for t in names]
 
 
-def _bundle_member(family: Family, fold: int | str, fd: Path, tmp: Path, net: Any) -> tuple[dict, Any]:
+def _bundle_member(family: Member, fold: int | str, fd: Path, tmp: Path, net: Any) -> tuple[dict, Any]:
     """Write one fold's network weights into the bundle being built; returns its member record (and the net)."""
     import torch
 
@@ -198,10 +192,9 @@ def build_bundle(run: str | Path, out: Path | None = None, zip: bool = False,
     rd.require(rd.train_dir, "train")
     families = select_families(rd, members)
     if rd.folds.is_file():
-        from toothseg.train.engine import read_folds
         from toothseg.train.provenance import check_run_folds
 
-        folds = read_folds(rd)
+        folds = rd.read_folds()
         for f in families:
             check_run_folds(folds, f.folds)
     out = Path(out) if out is not None else rd.bundle_dir

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toothseg.errors import InputError, ToothsegError
-from toothseg.rundir import read_json, write_json
+from toothseg.run.folder import read_json, write_json
 
 BUNDLE_FORMAT = "toothseg-bundle"
 BUNDLE_VERSION = 1

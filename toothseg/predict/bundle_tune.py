@@ -15,7 +15,7 @@ from pathlib import Path
 
 import cv2
 
-from toothseg.rundir import RunDir
+from toothseg.run.folder import RunDir
 
 log = logging.getLogger("toothseg")
 

@@ -25,7 +25,7 @@ import numpy as np
 from toothseg.atomic import atomic_path
 from toothseg.data.io import write_png
 from toothseg.predict.postprocess import count_components
-from toothseg.rundir import read_json, write_json
+from toothseg.run.folder import read_json, write_json
 
 SUMMARY_FIELDS = ["stem", "input", "status", "height", "width", "tooth_area_px", "tooth_area_fraction",
                   "n_components", "mean_confidence", "error"]

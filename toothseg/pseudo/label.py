@@ -5,16 +5,13 @@ Writes, under RUN/pseudo/ (architecture.md): ``soft/<source>/<id>.png`` (fused p
 (``key,score,<each confidence>[,stability],selected``) and ``pseudo.json`` (teacher, settings, counts). With
 ``pseudo.stability_keep`` > 0 only the most stable share of the images (ST++, `stability.py`) stays selected.
 
-The teacher is one trained model family (``train/<tag>``): its own bundle is built in the pseudo folder, so the
-threshold is tuned on that family's out-of-fold maps alone, whatever else the run has trained.
+The teacher is one trained model family (``train/<tag>``): a bundle of that family alone is built in the pseudo
+folder, so the threshold is tuned on its out-of-fold maps alone, whatever else the run has trained.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -26,32 +23,29 @@ from toothseg.errors import ConfigError, InputError, ToothsegError
 from toothseg.pseudo.confidence import SCORES, confidence_scores
 from toothseg.pseudo.pool import unlabelled_pool
 from toothseg.pseudo.select import check_selection, select
-from toothseg.rundir import RunDir, open_run, setup_logging, write_json
+from toothseg.run.folder import RunDir, open_run, setup_logging
+from toothseg.run.pseudo_labels import PseudoLabels, PseudoRow
 
 log = logging.getLogger("toothseg")
 
 
 def teacher_bundle(run: RunDir, tag: str, out: Path) -> Path:
-    """Build a bundle of ``train/<tag>`` only (threshold tuned on its OOF maps) at ``out``.
-
-    `build_bundle` collects every family of a run, so it is pointed at a view of the run holding just this one.
-    """
+    """Build a bundle of ``train/<tag>`` only (threshold tuned on its OOF maps) at ``out``."""
     from toothseg.predict.bundle_build import build_bundle
 
-    src = run.train_dir / tag
-    if not (src / "model.json").is_file() and not any(src.glob("fold*/best.ckpt")):
-        raise InputError(src, f"teacher '{tag}' has no trained folds", "train it first or set pseudo.teacher")
-    view = out.parent / (out.name + ".view")
-    shutil.rmtree(view, ignore_errors=True)
-    (view / "train").mkdir(parents=True)
-    for name in ("samples.csv", "config.yaml", "curation.json", "folds.json"):  # folds.json: stale-model check
-        if (run.root / name).is_file():
-            os.symlink((run.root / name).resolve(), view / name)
-    os.symlink(src.resolve(), view / "train" / tag)
-    try:
-        return build_bundle(view, out=out, members=[tag])
-    finally:
-        shutil.rmtree(view, ignore_errors=True)
+    if not run.family(tag).info_file.is_file() and not run.family(tag).folds(trained=True):
+        raise InputError(run.family(tag).path, f"teacher '{tag}' has no trained folds",
+                         "train it first or set pseudo.teacher")
+    return build_bundle(run.root, out=out, members=[tag])
+
+
+def default_teacher(run: RunDir) -> str:
+    """The supervised model family (no schedule) with the best CV Dice."""
+    tags = {f.tag: i for f in run.families() if (i := f.info()) and i.get("schedule") in (None, "labelled")}
+    if not tags:
+        raise InputError(run.train_dir, "no trained supervised model (train/<tag>/model.json)",
+                         f"run 'toothseg train {run.root}' first or set pseudo.teacher")
+    return max(sorted(tags), key=lambda t: tags[t].get("cv_dice") or 0.0)
 
 
 WEAK_TEACHER_DICE = 0.7  # a heuristic floor (not measured): below it most pseudo-masks are badly wrong
@@ -73,26 +67,10 @@ def teacher_members(pred: Any, img: np.ndarray, hflip: bool) -> np.ndarray:
 
 
 def _resolve_teacher(run: RunDir, teacher: str | None, out: Path) -> tuple[str, Path]:
-    from toothseg.pseudo.schedules import default_teacher
-
     if teacher == "bundle":
         return "bundle", run.require(run.bundle_dir / "bundle.json", "train").parent
     tag = teacher or default_teacher(run)
     return tag, teacher_bundle(run, tag, out / "teacher")
-
-
-def _write_scores(path: Path, rows: list[dict[str, Any]], names: list[str]) -> None:
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["key", "score", *names, "selected"])
-        for r in rows:
-            w.writerow([r["key"], _fmt(r["score"]), *(_fmt(r[n]) for n in names), int(r["selected"])])
-    tmp.replace(path)
-
-
-def _fmt(x: float) -> str:
-    return "nan" if x != x else f"{x:.6f}"
 
 
 def pseudo_label(run: str | Path, teacher: str | None = None, out: str | Path | None = None,
@@ -117,17 +95,17 @@ def pseudo_label(run: str | Path, teacher: str | None = None, out: str | Path | 
     value = cfg.pseudo.select_value if select_value is None else float(select_value)
     check_selection(method, value)
     teacher = teacher or cfg.pseudo.teacher
-    out_dir = Path(out) if out is not None else rd.pseudo_dir
-    if (out_dir / "scores.csv").is_file() and not overwrite:
-        raise ToothsegError(f"{out_dir / 'scores.csv'}: pseudo-labels exist; pass --overwrite to label again")
+    labels = PseudoLabels(Path(out)) if out is not None else rd.pseudo_labels()
+    out_dir = labels.path
+    if labels.scores_csv.is_file() and not overwrite:
+        raise ToothsegError(f"{labels.scores_csv}: pseudo-labels exist; pass --overwrite to label again")
     pool = unlabelled_pool(rd)
     samples = pool.samples[:limit] if limit else pool.samples
     if not samples:
         raise InputError(rd.samples, "no unlabelled image to pseudo-label "
                          f"({len(pool.skipped)} skipped as copies of labelled images or dropped)",
                          "add unlabelled X-rays (DIR/unlabelled/) and rerun 'toothseg prepare'")
-    for sub in ("soft", "hard"):
-        shutil.rmtree(out_dir / sub, ignore_errors=True)
+    labels.clear_maps()
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     tag, bundle_dir = _resolve_teacher(rd, teacher, out_dir)
@@ -154,7 +132,7 @@ def pseudo_label(run: str | Path, teacher: str | None = None, out: str | Path | 
         from toothseg.pseudo.stability import StabilityScorer
 
         stable = StabilityScorer(rd.train_dir / tag, folds)
-    rows: list[dict[str, Any]] = []
+    rows: dict[str, dict[str, float]] = {}  # key -> score and each confidence (and stability)
     failed: dict[str, str] = {}
     for i, s in enumerate(samples):
         try:
@@ -166,22 +144,21 @@ def pseudo_label(run: str | Path, teacher: str | None = None, out: str | Path | 
         members = teacher_members(pred, img, hflip)
         fused = fuse(list(members), weights)
         hard = postprocess(fused > thr, pp["min_component"], pp["fill_holes"])
-        write_png(out_dir / "soft" / s.source / f"{s.image_id}.png",
+        write_png(labels.soft(s.key),
                   np.clip(np.rint(fused * 255.0), 0, 255).astype(np.uint8))
-        write_png(out_dir / "hard" / s.source / f"{s.image_id}.png", hard.astype(bool))
+        write_png(labels.hard(s.key), hard.astype(bool))
         sc = confidence_scores(members, fused, thr)
-        rows.append({"key": s.key, "score": sc[conf], **sc})
+        rows[s.key] = {"score": sc[conf], **sc}
         if stable is not None:
-            rows[-1]["stability"] = stable.score(img)
+            rows[s.key]["stability"] = stable.score(img)
         if (i + 1) % 50 == 0:
             log.info("pseudo-label: %d/%d images (%.1f s)", i + 1, len(samples), time.time() - t0)
-    chosen = select({r["key"]: r["score"] for r in rows}, method, value)
+    chosen = select({k: r["score"] for k, r in rows.items()}, method, value)
     if stable is not None:
-        steady = select({r["key"]: r["stability"] for r in rows}, "quantile", keep)
+        steady = select({k: r["stability"] for k, r in rows.items()}, "quantile", keep)
         chosen = {k: bool(v and steady[k]) for k, v in chosen.items()}
-    for r in rows:
-        r["selected"] = chosen[r["key"]]
-    _write_scores(out_dir / "scores.csv", rows, list(SCORES) + (["stability"] if stable is not None else []))
+    labels.write_scores([PseudoRow(k, chosen[k], r) for k, r in rows.items()],
+                        list(SCORES) + (["stability"] if stable is not None else []))
     summary = {
         "teacher": tag, "teacher_cv_dice": teacher_dice, "bundle": str(bundle_dir), "members": len(weights), "tta": list(cfg.predict.tta),
         "threshold": thr, "postprocess": pp, "confidence": conf, "select": method, "select_value": value,
@@ -189,7 +166,7 @@ def pseudo_label(run: str | Path, teacher: str | None = None, out: str | Path | 
         "n_images": len(rows), "n_selected": int(sum(chosen.values())), "n_skipped": len(pool.skipped),
         "skipped": pool.skipped, "failed": failed, "seconds": round(time.time() - t0, 1), "out": str(out_dir),
     }
-    write_json(out_dir / "pseudo.json", summary)
+    labels.write_info(summary)
     log.info("pseudo-label: %d images labelled, %d selected (%s %s by %s), %d copies/dropped skipped, %.0f s",
              len(rows), summary["n_selected"], method, value, conf, len(pool.skipped), summary["seconds"])
     return summary

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from toothseg.data.layout import Sample, read_index
-from toothseg.errors import InputError
-from toothseg.rundir import RunDir, read_json
+from toothseg.data.layout import Sample
+from toothseg.run.folder import RunDir
 
 
 @dataclass
@@ -22,29 +21,14 @@ class Pool:
     skipped: dict[str, str] = field(default_factory=dict)
 
 
-def curation_items(run: RunDir) -> dict[str, dict]:
-    """``curation.json``'s per-key decisions; a run without one (hand-made) counts every sample as usable."""
-    if not run.curation.is_file():
-        return {}
-    try:
-        data = read_json(run.curation)
-    except ValueError as exc:
-        raise InputError(run.curation, f"not valid JSON ({exc})", "rerun 'toothseg prepare' for this run") from None
-    items = data.get("items", {}) if isinstance(data, dict) else None
-    if not isinstance(items, dict):
-        raise InputError(run.curation, "no 'items' mapping", "rerun 'toothseg prepare' for this run")
-    return items
-
-
 def unlabelled_pool(run: RunDir) -> Pool:
     """Unlabelled samples to pseudo-label, skipping copies of labelled images and dropped images."""
-    samples = read_index(run.require(run.samples, "prepare"))
-    items = curation_items(run)
+    curation = run.read_curation()
     pool = Pool()
-    for s in samples:
+    for s in run.read_samples():
         if s.labelled:
             continue
-        use = str(items.get(s.key, {}).get("use", "train"))
+        use = curation.decision(s.key).use
         if use.startswith("label-from:"):
             pool.skipped[s.key] = use
         elif use == "drop":

@@ -17,7 +17,9 @@ import torch
 from toothseg.data.preprocess import to_network
 from toothseg.errors import InputError
 from toothseg.evaluate.metrics import dice
-from toothseg.models.checkpoint import module_from_checkpoint, safe_load
+from toothseg.models.checkpoint import safe_load
+from toothseg.run.family import Family
+from toothseg.train.restore import module_from_checkpoint
 from toothseg.train.snapshots import SNAPSHOTS
 
 
@@ -25,8 +27,7 @@ class StabilityScorer:
     """Loads every fold's (snapshot1, snapshot2, best) networks of ``train/<tag>``; ``score(img)`` -> [0, 1]."""
 
     def __init__(self, tag_dir: Path, folds: list[int] | None = None) -> None:
-        fold_dirs = sorted(d for d in Path(tag_dir).glob("fold*") if d.name[4:].isdigit()
-                           and (folds is None or int(d.name[4:]) in folds))
+        fold_dirs = [f.path for f in Family(Path(tag_dir)).folds(only=folds)]
         if not fold_dirs:
             raise InputError(tag_dir, "no trained folds to measure stability with", "train the teacher first")
         self.folds: list[list[torch.nn.Module]] = []

@@ -21,7 +21,7 @@ import numpy as np
 from toothseg.data.io import read_image, read_mask, write_png
 from toothseg.errors import InputError, ToothsegError
 from toothseg.review.items import Item
-from toothseg.rundir import read_json, write_json
+from toothseg.run.folder import read_json, write_json
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DECISIONS = ("accepted", "rejected", "skipped")

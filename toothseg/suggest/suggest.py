@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from toothseg.data.io import read_image, write_png
-from toothseg.data.layout import Sample, read_index
+from toothseg.data.layout import Sample
 from toothseg.errors import ConfigError, InputError, ToothsegError
-from toothseg.pseudo.pool import curation_items, unlabelled_pool
-from toothseg.rundir import RunDir, open_run, setup_logging
+from toothseg.pseudo.pool import unlabelled_pool
+from toothseg.run.folder import RunDir, open_run, setup_logging
 from toothseg.suggest.diversity import k_center_greedy, one_per_group
 from toothseg.suggest.features import image_features
 from toothseg.suggest.scoring import fused_map, member_views, uncertainty
@@ -52,8 +52,8 @@ def _save_cached(path: Path, stamp: str, rec: dict) -> None:
 
 
 def _labelled_for_training(rd: RunDir) -> list[Sample]:
-    items = curation_items(rd)
-    return [s for s in read_index(rd.samples) if s.labelled and items.get(s.key, {}).get("use", "train") == "train"]
+    curation = rd.read_curation()
+    return [s for s in rd.read_samples() if s.labelled and curation.decision(s.key).use == "train"]
 
 
 def _reason(unc_rank: int, n_cand: int, rec: dict, dist: float, has_centres: bool, copies: int) -> str:
@@ -145,7 +145,7 @@ def suggest(run: str | Path, n: int = 50, out: str | Path | None = None, bundle:
         centres = np.stack(feats) if feats else None
 
     keys = sorted(recs, key=lambda k: (-recs[k]["score"], k))
-    groups = {k: v.get("group") for k, v in curation_items(rd).items()}
+    groups = {k: d.group for k, d in rd.read_curation().items.items()}
     kept, copies = one_per_group(keys, {k: recs[k]["score"] for k in keys}, groups)
     n_cand = min(len(kept), max(n, int(round(oversample * n))))
     cand = kept[:n_cand]

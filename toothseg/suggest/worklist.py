@@ -12,7 +12,7 @@ from pathlib import Path
 
 from toothseg.atomic import atomic_path
 from toothseg.errors import InputError
-from toothseg.rundir import write_json
+from toothseg.run.folder import write_json
 
 FIELDS = ["rank", "key", "image_path", "prediction", "score", "disagreement", "entropy", "uncertainty_rank",
           "distance", "reason"]

@@ -28,7 +28,7 @@ from toothseg.durations import parse_hhmmss
 from toothseg.errors import ConfigError, ToothsegError
 from toothseg.models.checkpoint import safe_load
 from toothseg.models.pretrained import load_pretrained
-from toothseg.rundir import read_json, write_json
+from toothseg.run.folder import read_json, write_json
 from toothseg.train.augment import build_augment
 from toothseg.train.budget import BudgetSchedule, budget_seconds
 from toothseg.train.dataset import PairedDataset, SegDataset, TrainItem

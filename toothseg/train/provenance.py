@@ -9,16 +9,14 @@ by the keys in their ``oof.csv`` (the fold's validation images when it was score
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 from pathlib import Path
 
 from toothseg.config import Config, ModelConfig
 from toothseg.errors import ToothsegError
-from toothseg.rundir import read_json, write_json
-
-RECORD = "built_from.json"
+from toothseg.run.family import Family, FoldDir, read_oof
+from toothseg.run.files import read_json, write_json
 # Train settings that do not change what a model learns from which data; changing them never makes a model stale.
 RUNTIME_KEYS = {"max_time", "max_steps", "epochs", "threads", "num_workers", "devices", "num_nodes", "strategy",
                 "accelerator", "precision", "limit_train_batches", "val_every"}
@@ -39,7 +37,7 @@ def config_fingerprint(cfg: Config, mcfg: ModelConfig) -> str:
 
 
 def _records(tag_dir: Path) -> dict:
-    p = tag_dir / RECORD
+    p = Family(tag_dir).built_from_file
     try:
         rec = read_json(p) if p.is_file() else {}
     except (OSError, ValueError):
@@ -48,11 +46,8 @@ def _records(tag_dir: Path) -> dict:
 
 
 def _oof_keys(fold_dir: Path) -> set[str] | None:
-    p = fold_dir / "oof.csv"
-    if not p.is_file():
-        return None
-    with p.open(newline="") as f:
-        return {r["key"] for r in csv.DictReader(f) if r.get("key")}
+    p = FoldDir(fold_dir).oof_csv
+    return {r["key"] for r in read_oof(p) if r["key"]} if p.is_file() else None
 
 
 def _stale(fold_dir: Path, why: str, fix: str) -> ToothsegError:
@@ -81,7 +76,7 @@ def check_fold(fold_dir: Path, k: int, split: dict, cfg: Config | None = None, m
 def record_fold(tag_dir: Path, k: int, split: dict, cfg: Config, mcfg: ModelConfig) -> None:
     recs = _records(tag_dir)
     recs[str(k)] = {"split": split_fingerprint(split), "config": config_fingerprint(cfg, mcfg)}
-    write_json(tag_dir / RECORD, recs)
+    write_json(Family(tag_dir).built_from_file, recs)
 
 
 def check_run_folds(folds: dict[int, dict], fold_dirs: list[tuple[int | str, Path]]) -> None:
