@@ -104,10 +104,6 @@ class BudgetSchedule(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = now()
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.current_epoch >= (trainer.max_epochs or 0) - 1:
-            trainer.check_val_every_n_epoch = 1  # the last epoch always ends with a validation
-
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._replan = True
 
@@ -142,7 +138,8 @@ class BudgetSchedule(L.Callback):
                                  ratio)
         total = int(trainer.strategy.broadcast(total, src=0))
         self.planned = total
-        # Let the epoch loop run on into the epoch the plan ends in; this callback stops it on the planned step.
+        # Let the epoch loop run on into the epoch the plan ends in; this callback stops it on the planned step
+        # (and `toothseg.train.validation.ValidationSchedule` validates the last epoch it allows).
         trainer.fit_loop.max_epochs = min(self.max_epochs, max(trainer.current_epoch + 1, math.ceil(total / spe)))
         pl_module.total_steps = total
         if step < getattr(pl_module, "warmup_steps", 0):  # still warming up: size the warm-up to the plan

@@ -5,7 +5,8 @@ pretraining, real+pseudo mixes, distillation). Lightning runs the loop: checkpoi
 wall-clock budget (`max_time`), resume (`ckpt_path`), DDP (`devices`/`strategy`/`num_nodes`, the standard
 Lightning/torchrun way) and mixed precision. The CPU levers (issue 13) are composed from small modules: the
 budget planner (`budget`), phase timing (`phases`) and its summary (`profile`), machine-dependent settings
-(`hardware`), the in-memory cache (`dataset`) and Lightning's EMA weight averaging.
+(`hardware`), the in-memory cache (`dataset`), the validation interval (`validation`: every ``train.val_every``
+epochs and always the final weights) and Lightning's EMA weight averaging.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from toothseg.train.phases import PhaseTimes
 from toothseg.train.profile import profile_lines, profile_summary
 from toothseg.train.snapshots import Snapshots
 from toothseg.train.strong_augment import build_strong_photometric
+from toothseg.train.validation import ValidationSchedule
 
 log = logging.getLogger("toothseg")
 
@@ -191,6 +193,7 @@ def fit_model(cfg: Config, train_items: list[TrainItem], val_items: list[TrainIt
                         enable_version_counter=False),
     ]
     if val_ds is not None:
+        callbacks.append(ValidationSchedule(tcfg.val_every))
         callbacks.append(ModelCheckpoint(dirpath=out_dir, filename="best", monitor="val_dice", mode="max",
                                          save_top_k=1, save_last=True, enable_version_counter=False))
     else:

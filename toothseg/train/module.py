@@ -192,7 +192,11 @@ class SegModule(L.LightningModule):
             group["lr"] = base * f
 
     def configure_optimizers(self) -> dict[str, Any]:
-        opt = torch.optim.AdamW(self.parameters(), lr=self.tcfg.lr, weight_decay=self.tcfg.weight_decay)
+        # On CPU torch's default AdamW loops over the parameter tensors in Python (about a tenth of a small-image
+        # step); the fused kernel does the same update in one pass. Elsewhere the default stays: Lightning cannot
+        # clip the gradients of a fused optimizer under 16-bit gradient scaling.
+        opt = torch.optim.AdamW(self.parameters(), lr=self.tcfg.lr, weight_decay=self.tcfg.weight_decay,
+                                fused=True if self.device.type == "cpu" else None)
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda step: lr_factor(step, self.warmup_steps, max(self.total_steps, 1), self.tcfg.schedule))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
