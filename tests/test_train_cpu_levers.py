@@ -8,7 +8,6 @@ import json
 import lightning as L
 import pytest
 import torch
-from lightning.pytorch.callbacks import EMAWeightAveraging
 
 import toothseg.train.budget as budget
 import toothseg.train.dataset as dataset
@@ -20,6 +19,7 @@ from toothseg.run.folder import open_run
 from toothseg.train.boundary import boundary_loss, signed_distance
 from toothseg.train.budget import MARGIN_S, plan_total_steps
 from toothseg.train.dataset import SegDataset
+from toothseg.train.ema import WarmupEMA, warmup_decay
 from toothseg.train.kfold import labelled_items, split_items
 from toothseg.train.fit import fit_model, resolve_precision
 from toothseg.train.hardware import onednn_isa_allows_bf16, resolve_workers, use_channels_last
@@ -162,22 +162,30 @@ class _Tiny(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def test_ema_weights_follow_the_exponential_average():
+def test_ema_weights_follow_the_warmed_up_exponential_average():
     torch.manual_seed(0)
     data = torch.utils.data.TensorDataset(torch.randn(12, 3), torch.randn(12, 1))
     model = _Tiny()
     decay = 0.8
     trainer = L.Trainer(max_steps=6, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[EMAWeightAveraging(decay=decay)])
+                        callbacks=[WarmupEMA(decay=decay)])
     trainer.fit(model, torch.utils.data.DataLoader(data, batch_size=2))
     assert len(model.after) == 6
     ema = model.after[0]  # the first update copies the weights
-    for w in model.after[1:]:
-        ema = decay * ema + (1 - decay) * w
+    for n, w in enumerate(model.after[1:], start=1):
+        d = min(decay, (1 + n) / (10 + n))  # warm-up: early averages follow the weights closely
+        ema = d * ema + (1 - d) * w
     final = torch.cat([model.lin.weight.detach().flatten(), model.lin.bias.detach()])
     assert torch.allclose(final, ema, atol=1e-6)  # the model ends with the averaged weights ...
     assert not torch.allclose(final, model.after[-1], atol=1e-4)  # ... not the raw last ones
+
+
+def test_ema_warm_up_reaches_the_configured_decay():
+    assert warmup_decay(0.99, 0) == pytest.approx(0.1)
+    assert warmup_decay(0.99, 10) == pytest.approx(11 / 20)
+    assert warmup_decay(0.99, 10_000) == 0.99
+    assert all(warmup_decay(0.99, n) <= warmup_decay(0.99, n + 1) for n in range(2000))
 
 
 def test_ema_run_saves_averaged_weights(tmp_path):

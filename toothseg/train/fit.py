@@ -20,7 +20,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
@@ -33,6 +33,7 @@ from toothseg.run.folder import read_json, write_json
 from toothseg.train.augment import build_augment
 from toothseg.train.budget import BudgetSchedule, budget_seconds
 from toothseg.train.dataset import PairedDataset, SegDataset, TrainItem
+from toothseg.train.ema import WarmupEMA
 from toothseg.train.hardware import cpu_has_bf16, resolve_workers
 from toothseg.train.logs import flatten_metrics
 from toothseg.train.module import SegModule
@@ -200,7 +201,7 @@ def fit_model(cfg: Config, train_items: list[TrainItem], val_items: list[TrainIt
         callbacks.append(ModelCheckpoint(dirpath=out_dir, filename="last", every_n_epochs=1, save_top_k=1,
                                          enable_version_counter=False))
     if tcfg.ema_decay > 0:  # validation, best/last checkpoints and so bundles get the averaged weights
-        callbacks.append(EMAWeightAveraging(decay=tcfg.ema_decay))
+        callbacks.append(WarmupEMA(decay=tcfg.ema_decay))
     if pcfg.stability_keep > 0:  # snapshots for the ST++ pseudo-label filter
         callbacks.append(Snapshots(out_dir))
     train_loader = _loader(train_ds, tcfg.batch_size, True, workers)
