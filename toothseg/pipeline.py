@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toothseg.config import build_config
-from toothseg.data.layout import read_index
 from toothseg.folds_arg import parse_folds
 from toothseg.preflight import check_budget, ensure_writable_dir
 from toothseg.run.folder import open_run, setup_logging
@@ -63,7 +62,7 @@ def run(data_dirs: list[str | Path], out: str | Path, preset: str = "cpu", confi
     summary.timings_s["train"] = time.perf_counter() - t
 
     cfg = rd.load_config()
-    has_unlabelled = any(not smp.labelled for smp in read_index(rd.samples))
+    has_unlabelled = any(not smp.labelled for smp in rd.read_samples())
     if cfg.pseudo.schedule != "labelled" and has_unlabelled:
         from toothseg.predict.bundle_build import build_bundle
         from toothseg.pseudo.schedules import retrain

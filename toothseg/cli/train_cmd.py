@@ -39,12 +39,14 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"{tag}: folds {info['folds']}  CV Dice {info['cv_dice']:.4f}  IoU {info['cv_iou']:.4f}  "
                        f"HD95 {info['cv_hd95']:.1f} px  ({run / 'train' / tag})")
         if profile:
-            from toothseg.run.folder import read_json
+            from toothseg.run.folder import open_run, read_json
             from toothseg.train.profile import profile_lines
 
-            for f in sorted((run / "train").glob("*/fold*/profile.json")):
-                typer.echo(f"profile {f.parent.parent.name}/{f.parent.name}:")
-                for line in profile_lines(read_json(f)):
-                    typer.echo(f"  {line}")
+            for fam in open_run(run).families():
+                for fold in fam.folds():
+                    if (fold.path / "profile.json").is_file():
+                        typer.echo(f"profile {fam.tag}/{fold.path.name}:")
+                        for line in profile_lines(read_json(fold.path / "profile.json")):
+                            typer.echo(f"  {line}")
         if out.get("bundle"):
             typer.echo(f"bundle: {out['bundle']}")

@@ -157,12 +157,10 @@ def _bundle_member(family: Member, fold: int | str, fd: Path, tmp: Path, net: An
 
 
 def _data_summary(run: RunDir) -> dict:
-    from toothseg.data.layout import read_index
-
     if not run.samples.is_file():
         return {}
     per: dict[str, dict[str, int]] = {}
-    for s in read_index(run.samples):
+    for s in run.read_samples():
         d = per.setdefault(s.source, {"labelled": 0, "unlabelled": 0})
         d["labelled" if s.labelled else "unlabelled"] += 1
     return {"sources": per, "n_labelled": sum(d["labelled"] for d in per.values()),

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import cv2
 
+from toothseg.run.family import FoldDir
 from toothseg.run.folder import RunDir
 
 log = logging.getLogger("toothseg")
@@ -28,25 +29,18 @@ class Tuning:
 
 
 def _oof_maps(fold_dirs: list[Path], gt_keys: dict[str, Path]) -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for fd in fold_dirs:
-        for png in (fd / "oof").glob("*/*.png"):
-            key = f"{png.parent.name}/{png.stem}"
-            if key in gt_keys:
-                found[key] = png
-    return found
+    return {k: p for fd in fold_dirs for k, p in FoldDir(fd).oof_maps().items() if k in gt_keys}
 
 
 def tune_on_oof(run: RunDir, fold_dirs: dict[str, list[Path]], cv_dice: dict[str, float | None]) -> Tuning:
     """Fusion weights, then threshold + post-processing, on the OOF maps every tag has for labelled images."""
     from toothseg.data.io import read_mask
-    from toothseg.data.layout import read_index
     from toothseg.predict.fusion import fuse, tune_tag_weights
     from toothseg.predict.threshold import tune
 
     names = list(fold_dirs)
     equal = Tuning({n: 1.0 / len(names) for n in names}, {"method": "equal (no OOF)"}, None)
-    gt_keys = {s.key: s.mask_path for s in read_index(run.samples) if s.mask_path} if run.samples.is_file() else {}
+    gt_keys = {s.key: s.mask_path for s in run.read_samples() if s.mask_path} if run.samples.is_file() else {}
     per_tag = {n: _oof_maps(dirs, gt_keys) for n, dirs in fold_dirs.items()}
     keys = sorted(set.intersection(*(set(v) for v in per_tag.values()))) if per_tag else []
     if not keys:
