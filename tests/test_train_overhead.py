@@ -7,10 +7,10 @@ import csv
 
 import torch
 
-from test_train_common import make_run
+from helpers.fakerun import make_run
 from toothseg.config import build_config, load_config
-from toothseg.rundir import open_run
-from toothseg.train.engine import labelled_items, read_folds, split_items
+from toothseg.run.folder import open_run
+from toothseg.train.kfold import labelled_items, split_items
 from toothseg.train.fit import fit_model
 from toothseg.train.module import SegModule
 
@@ -24,7 +24,7 @@ def test_validates_every_n_epochs_and_always_the_last(tmp_path):
                                                 "train.val_every=2"])
     rd = open_run(run)
     cfg = load_config(rd.config)
-    train, val = split_items(labelled_items(rd), read_folds(rd)[0], rd.folds)
+    train, val = split_items(labelled_items(rd), rd.read_folds()[0], rd.folds)
     res = fit_model(cfg, train, val, run / "f", epochs=5)
     assert res.epochs == 5
     assert _val_epochs(res.metrics_csv) == [1, 3, 4]  # epochs 2 and 4 by the interval, the fifth as the final one
@@ -38,7 +38,7 @@ def test_a_run_shorter_than_the_interval_still_validates_its_final_weights(tmp_p
                                                 "train.val_every=10"])
     rd = open_run(run)
     cfg = load_config(rd.config)
-    train, val = split_items(labelled_items(rd), read_folds(rd)[0], rd.folds)
+    train, val = split_items(labelled_items(rd), rd.read_folds()[0], rd.folds)
     res = fit_model(cfg, train, val, run / "f", epochs=2)
     assert _val_epochs(res.metrics_csv) == [1]
     assert res.best_val_dice is not None
