@@ -19,13 +19,16 @@ def _val_epochs(metrics_csv) -> list[int]:
     return [int(r["epoch"]) for r in csv.DictReader(open(metrics_csv)) if r.get("val_dice")]
 
 
-def test_validates_every_n_epochs_and_always_the_last(tmp_path):
+def _fit(tmp_path, val_every: int, epochs: int):
     run, _ = make_run(tmp_path, n=8, overrides=["train.batch_size=4", "train.augment=none", "train.threads=1",
-                                                "train.val_every=2"])
+                                                f"train.val_every={val_every}"])
     rd = open_run(run)
-    cfg = load_config(rd.config)
     train, val = split_items(labelled_items(rd), rd.read_folds()[0], rd.folds)
-    res = fit_model(cfg, train, val, run / "f", epochs=5)
+    return fit_model(load_config(rd.config), train, val, run / "f", epochs=epochs)
+
+
+def test_validates_every_n_epochs_and_always_the_last(tmp_path):
+    res = _fit(tmp_path, val_every=2, epochs=5)
     assert res.epochs == 5
     assert _val_epochs(res.metrics_csv) == [1, 3, 4]  # epochs 2 and 4 by the interval, the fifth as the final one
     best = torch.load(res.best_ckpt, map_location="cpu", weights_only=True)
@@ -34,12 +37,7 @@ def test_validates_every_n_epochs_and_always_the_last(tmp_path):
 
 
 def test_a_run_shorter_than_the_interval_still_validates_its_final_weights(tmp_path):
-    run, _ = make_run(tmp_path, n=8, overrides=["train.batch_size=4", "train.augment=none", "train.threads=1",
-                                                "train.val_every=10"])
-    rd = open_run(run)
-    cfg = load_config(rd.config)
-    train, val = split_items(labelled_items(rd), rd.read_folds()[0], rd.folds)
-    res = fit_model(cfg, train, val, run / "f", epochs=2)
+    res = _fit(tmp_path, val_every=10, epochs=2)
     assert _val_epochs(res.metrics_csv) == [1]
     assert res.best_val_dice is not None
 
