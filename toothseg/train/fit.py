@@ -141,10 +141,11 @@ def fit_model(cfg: Config, train_items: list[TrainItem], val_items: list[TrainIt
     finished. ``best`` is chosen by val Dice (at network resolution); with no ``val_items`` it is the last state.
     While training, ``last.ckpt`` holds the full state (optimizer included); it is removed once finished.
     ``resume`` continues an unfinished folder from ``last.ckpt`` (a finished one returns its recorded result);
-    without it an existing folder with checkpoints is refused unless ``overwrite``. ``init_weights``: a checkpoint/state dict to start from (e.g. a pseudo-label
-    pretrained model). ``max_time``/``epochs`` override ``cfg.train``; ``callbacks`` are added to the Trainer's.
-    ``unlabelled_items``: each training sample is paired with one of them (weak + strong view) for ``module_cls``
-    (e.g. `toothseg.pseudo.consistency.ConsistencyModule`) to learn from.
+    without it an existing folder with checkpoints is refused unless ``overwrite``. ``init_weights``: a
+    checkpoint/state dict to start from (e.g. a pseudo-label pretrained model). ``max_time``/``epochs`` override
+    ``cfg.train``; ``callbacks`` are added to the Trainer's. ``unlabelled_items``: each training sample is paired
+    with one of them (weak + strong view) for ``module_cls`` (e.g. `toothseg.pseudo.consistency.ConsistencyModule`)
+    to learn from.
     """
     out_dir = Path(out_dir)
     tcfg = cfg.train
