@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import json
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from toothseg.atomic import atomic_path
@@ -197,11 +197,3 @@ def read_index(path: Path) -> list[Sample]:
     with path.open(newline="") as f:
         return [Sample(r["source"], r["image_id"], Path(r["image_path"]), Path(r["mask_path"]) if r["mask_path"] else None)
                 for r in csv.DictReader(f)]
-
-
-def sample_to_dict(s: Sample) -> dict:
-    d = asdict(s)
-    d["image_path"] = str(s.image_path)
-    d["mask_path"] = str(s.mask_path) if s.mask_path else None
-    d["key"] = s.key
-    return d

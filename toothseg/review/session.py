@@ -24,7 +24,6 @@ from toothseg.review.items import Item
 from toothseg.run.folder import read_json, write_json
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-DECISIONS = ("accepted", "rejected", "skipped")
 LOG_FIELDS = ["time", "user", "id", "key", "decision", "image", "prediction", "bundle", "changed_px", "mask"]
 
 

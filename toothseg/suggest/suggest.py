@@ -26,8 +26,6 @@ from toothseg.suggest.worklist import write_worklist
 
 log = logging.getLogger("toothseg")
 
-SCORE_KEYS = ("score", "disagreement", "entropy", "tooth_fraction")
-
 
 def _cache_file(cache: Path, s: Sample) -> Path:
     return cache / s.source / f"{s.image_id}.npz"
