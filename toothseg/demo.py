@@ -7,6 +7,8 @@ never on images it trained on.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -65,46 +67,39 @@ def demo(out: str | Path | None = None, labelled: int = 48, unlabelled: int = 24
     root = _fresh_folder(out)
     timings: dict[str, float] = {}
 
-    def lap(name: str, start: float) -> None:
+    @contextmanager
+    def lap(name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
         timings[name] = round(time.perf_counter() - start, 1)
 
-    t = time.perf_counter()
     data = root / "data" / "synth"
-    synth_summary = synth(data, labelled=labelled, unlabelled=unlabelled, seed=seed)
     test_dir = root / "data" / "synth_test"
-    synth(test_dir, labelled=test, unlabelled=0, seed=seed + 1000, duplicates=False)
-    lap("synth", t)
+    with lap("synth"):
+        synth_summary = synth(data, labelled=labelled, unlabelled=unlabelled, seed=seed)
+        synth(test_dir, labelled=test, unlabelled=0, seed=seed + 1000, duplicates=False)
 
-    t = time.perf_counter()
-    checked = check([data])
-    lap("check", t)
+    with lap("check"):
+        checked = check([data])
     if not checked.ok:
         raise ToothsegError(f"{data}: the synthetic dataset failed its own check ({len(checked.errors)} errors)")
 
-    t = time.perf_counter()
     run_dir = root / "run"
-    pipeline = run_pipeline([data], out=run_dir, preset=preset, overrides=DEMO_OVERRIDES + list(overrides or []))
-    lap("prepare+train+pseudo", t)
+    with lap("prepare+train+pseudo"):
+        pipeline = run_pipeline([data], out=run_dir, preset=preset, overrides=DEMO_OVERRIDES + list(overrides or []))
 
-    t = time.perf_counter()
     pred_dir = root / "predictions"
-    bundle = run_dir / "bundle"
-    pred = predict(bundle, [str(test_dir / "images")], out=pred_dir)
-    lap("predict", t)
-
-    t = time.perf_counter()
-    ev = evaluate(pred_dir / "masks", test_dir, out=run_dir / "reports")
-    lap("evaluate", t)
-
-    t = time.perf_counter()
-    html = report(run_dir)
-    lap("report", t)
+    with lap("predict"):
+        pred = predict(run_dir / "bundle", [str(test_dir / "images")], out=pred_dir)
+    with lap("evaluate"):
+        ev = evaluate(pred_dir / "masks", test_dir, out=run_dir / "reports")
+    with lap("report"):
+        html = report(run_dir)
 
     worklist = None
     if unlabelled:
-        t = time.perf_counter()
-        worklist = suggest(run_dir, n=min(10, unlabelled))
-        lap("suggest", t)
+        with lap("suggest"):
+            worklist = suggest(run_dir, n=min(10, unlabelled))
 
     summary = DemoResult(root=str(root), synth=synth_summary, pipeline=pipeline, predicted=pred.n_ok,
                          test_dice=ev.metrics["dice"]["mean"], report=str(html),
