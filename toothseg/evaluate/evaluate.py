@@ -24,6 +24,7 @@ from toothseg.data.io import is_image_file, read_mask
 from toothseg.errors import InputError, ToothsegError
 from toothseg.evaluate.metrics import METRICS, diagonal, failure_metrics, score_pair
 from toothseg.preflight import ensure_writable_dir
+from toothseg.run.files import read_csv, to_float
 from toothseg.run.folder import write_json
 
 log = logging.getLogger("toothseg")
@@ -278,13 +279,7 @@ def evaluate(pred_dir: str | Path, gt_dir: str | Path, out: str | Path | None = 
 
 def read_metrics_csv(path: str | Path) -> list[dict[str, Any]]:
     """Read a metrics.csv written by `evaluate` back into rows with float scores (for the report)."""
-    rows = []
-    with Path(path).open(newline="") as f:
-        for r in csv.DictReader(f):
-            for m in SCORES:
-                try:
-                    r[m] = float(r[m]) if r.get(m) not in (None, "") else float("nan")
-                except ValueError:
-                    r[m] = float("nan")
-            rows.append(r)
+    rows: list[dict[str, Any]] = list(read_csv(path))
+    for r in rows:
+        r.update({m: to_float(r.get(m)) for m in SCORES})
     return rows

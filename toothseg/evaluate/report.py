@@ -8,7 +8,6 @@ already exists is only replaced with ``overwrite``.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import html
 import json
@@ -23,6 +22,7 @@ import numpy as np
 from toothseg.atomic import atomic_write_text
 from toothseg.errors import ToothsegError
 from toothseg.run.family import Family, FoldDir, read_oof
+from toothseg.run.files import read_csv, to_float
 from toothseg.run.folder import RunDir, open_run, read_json
 
 log = logging.getLogger("toothseg")
@@ -30,20 +30,6 @@ OOF_METRICS = ("dice", "iou", "hd95")
 
 
 # ---------------------------------------------------------------- reading the run folder
-
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _float(v: Any) -> float:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return float("nan")
-
 
 def _json(path: Path) -> Any:
     try:
@@ -73,14 +59,14 @@ def read_training_log(path: Path) -> dict[str, list[tuple[float, float]]]:
     epoch independently.
     """
     per: dict[str, dict[float, float]] = defaultdict(dict)
-    for r in _read_csv(path):
-        epoch = _float(r.get("epoch"))
+    for r in read_csv(path) if path.is_file() else []:
+        epoch = to_float(r.get("epoch"))
         if not math.isfinite(epoch):
             continue
         for col, raw in r.items():
             if col in ("epoch", "step") or col is None:
                 continue
-            v = _float(raw)
+            v = to_float(raw)
             if math.isfinite(v):
                 per[col][epoch] = v
     return {c: sorted(d.items()) for c, d in per.items()}
@@ -210,7 +196,7 @@ def _section_cv(run: RunDir, tags: list[Family]) -> tuple[str, str, str]:
         if model:
             m = model.get("model") or {}
             desc = (f"<p>{_esc(m.get('name', ''))} / {_esc(m.get('encoder', ''))}, scale {_esc(model.get('scale', ''))}"
-                    + (f", CV Dice {_fmt(_float(model.get('cv_dice')))}" if model.get("cv_dice") is not None else "")
+                    + (f", CV Dice {_fmt(to_float(model.get('cv_dice')))}" if model.get("cv_dice") is not None else "")
                     + "</p>")
         oof = _oof_rows(tag)
         cv += f"<h3>{_esc(name)}</h3>{desc}"
@@ -247,8 +233,8 @@ def _section_evaluation(run: RunDir) -> tuple[str, str, list[dict[str, Any]], di
         tab = []
         for m, d in (summary.get("metrics") or {}).items():
             lo, hi = d.get("ci95", [None, None])
-            tab.append([m, _float(d.get("mean")), _float(d.get("median")), _float(d.get("std")),
-                        f"[{_fmt(_float(lo))}, {_fmt(_float(hi))}]"])
+            tab.append([m, to_float(d.get("mean")), to_float(d.get("median")), to_float(d.get("std")),
+                        f"[{_fmt(to_float(lo))}, {_fmt(to_float(hi))}]"])
         out += _table(["metric", "mean", "median", "std", "95% CI of the mean"], tab, "num")
         for key, label in (("missing", "Missing predictions"), ("failed", "Unusable predictions"),
                            ("extra", "Predictions without ground truth")):
@@ -279,7 +265,7 @@ def _section_pseudo(run: RunDir) -> str:
 
 def _threshold(run: RunDir) -> float:
     meta = _json(run.bundle_dir / "bundle.json")
-    t = _float(meta.get("threshold")) if isinstance(meta, dict) else float("nan")
+    t = to_float(meta.get("threshold")) if isinstance(meta, dict) else float("nan")
     return t if math.isfinite(t) and 0 < t < 1 else 0.5
 
 

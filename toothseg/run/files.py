@@ -46,3 +46,11 @@ def write_csv(path: Path, header: list[str], rows: Iterable[list]) -> None:
 def read_csv(path: Path) -> list[dict[str, str]]:
     with Path(path).open(newline="") as f:
         return list(csv.DictReader(f))
+
+
+def to_float(v: Any) -> float:
+    """A CSV/JSON cell as a number; empty or unparseable cells are NaN."""
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
