@@ -9,7 +9,6 @@ Sizes are never reconciled by resizing: a prediction must be at the ground-truth
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 from collections.abc import Iterable
@@ -19,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from toothseg.atomic import atomic_path, atomic_write_text
+from toothseg.atomic import atomic_write_text
 from toothseg.data.io import is_image_file, read_mask
 from toothseg.errors import InputError, ToothsegError
 from toothseg.evaluate.metrics import METRICS, diagonal, failure_metrics, score_pair
 from toothseg.preflight import ensure_writable_dir
-from toothseg.run.files import read_csv, to_float
+from toothseg.run.files import read_csv, to_float, write_csv
 from toothseg.run.folder import write_json
 
 log = logging.getLogger("toothseg")
@@ -176,12 +175,8 @@ def _check_outputs(out: Path, overwrite: bool) -> None:
 
 def write_metrics_csv(rows: list[dict[str, Any]], path: Path) -> None:
     """Write per-image rows (CSV_COLUMNS order) atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()})
+    write_csv(path, CSV_COLUMNS, ({k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()}
+                                  for r in rows))
 
 
 @dataclass(frozen=True)
