@@ -8,8 +8,9 @@
    it is never used for any choice, only scored at the end. Unlabelled copies of test images are left out too.
 3. Per seed: ``--label-fraction`` of the remaining labelled images (whole groups) keep their masks (run ``base``);
    the rest form the pool, with masks hidden. ``base`` trains on its labels (``--train-folds`` of its folds).
-4. ``toothseg suggest base --n N`` picks N pool images; the control picks N at random from the same candidates
-   (seeded). Their real masks stand in for the human.
+4. ``toothseg suggest base --n N --strategy S`` picks N pool images (``--strategy``: typical, the default, or
+   uncertain); the control picks N at random from the same candidates (seeded). Their real masks stand in for the
+   human.
 5. Each arm (``suggest``, ``random``) is the base run plus its N picks in the training set of every fold: same
    folds, same validation images, same config, seed, initial weights and budget; retrained from scratch.
 6. `toothseg predict` + `toothseg evaluate` score base and both arms on TEST; the comparison is paired per image
@@ -43,6 +44,7 @@ from toothseg.data.layout import read_index  # noqa: E402
 from toothseg.folds_arg import parse_folds  # noqa: E402
 from workdir import fresh_work  # noqa: E402
 from toothseg.run.folder import read_json, write_json  # noqa: E402
+from toothseg.suggest.strategy import DEFAULT, STRATEGIES  # noqa: E402
 
 ARMS = ("suggest", "random")
 
@@ -210,14 +212,17 @@ def run_seed(args, full: Path, split: dict, seed: int, test_dir: Path, budget: l
     picks_path = work / "picks.json"
     if picks_path.is_file():
         picks = read_json(picks_path)
+        made = picks.get("strategy", "uncertain")  # a picks.json without a strategy holds k-center picks
+        if made != args.strategy:
+            raise SystemExit(f"{picks_path}: picked with --strategy {made}; resume with it or use a new --work")
     else:
-        toothseg("suggest", base, "--n", args.n, "--threads", args.threads, log=log)
+        toothseg("suggest", base, "--n", args.n, "--strategy", args.strategy, "--threads", args.threads, log=log)
         wl = read_json(base / "suggest" / "worklist.json")
         candidates = sorted({it for it in pool if items.get(it, {}).get("use", "train") == "train"}
                             - set(wl["skipped"]))
         picks = {"suggest": [it["key"] for it in wl["items"]],
                  "random": sorted(random.Random(1000 + seed).sample(candidates, min(args.n, len(candidates)))),
-                 "candidates": len(candidates)}
+                 "candidates": len(candidates), "strategy": args.strategy}
         write_json(picks_path, picks)
 
     out = {"seed": seed, "labelled": len(labelled), "pool": len(pool), "picked": {a: len(picks[a]) for a in ARMS},
@@ -239,7 +244,7 @@ def run_seed(args, full: Path, split: dict, seed: int, test_dir: Path, budget: l
 
 def table(res: dict) -> str:
     a = res["args"]
-    lines = [f"# Active learning: `suggest --n {a['n']}` vs {a['n']} random picks", "",
+    lines = [f"# Active learning: `suggest --strategy {a['strategy']} --n {a['n']}` vs {a['n']} random picks", "",
              f"Data {a['data']}, {res['split']['n_test']} held-out test images (whole duplicate groups), "
              f"{a['label_fraction']:.0%} of the rest labelled; preset `{a['preset']}`, max time "
              f"{a['max_time'] or 'preset'} per model, folds {','.join(a['train_folds'])}, "
@@ -278,6 +283,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--set", action="append", default=[], help="config override section.key=value (repeatable)")
     ap.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
     ap.add_argument("--n", type=int, default=50, help="images picked per arm")
+    ap.add_argument("--strategy", choices=STRATEGIES, default=DEFAULT, help="`toothseg suggest --strategy` of the "
+                    "suggest arm")
     ap.add_argument("--label-fraction", type=float, default=0.10)
     ap.add_argument("--test-fraction", type=float, default=0.20)
     ap.add_argument("--folds", type=int, default=5, help="CV folds of the curation")

@@ -92,3 +92,17 @@ def test_refuses_a_used_work_folder(tmp_path: Path) -> None:
     (tmp_path / "w" / "x").write_text("")
     with pytest.raises(SystemExit, match="--resume"):
         al.main(["--data", str(tmp_path), "--work", str(tmp_path / "w")])
+
+
+def test_strategy_option_reaches_the_output(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        al.main(["--data", str(tmp_path), "--work", str(tmp_path / "w"), "--strategy", "outliers"])
+    assert "typical" in capsys.readouterr().err
+    seed = {"seed": 0, "labelled": 6, "pool": 30, "test_dice": {"base": 0.7, "random": 0.75, "suggest": 0.76},
+            "suggest_vs_random": {"mean_diff": 0.01, "ci95": [0.0, 0.02], "images_better": 3, "images_worse": 1,
+                                  "wilcoxon_p": 0.2}}
+    res = {"args": {"n": 5, "strategy": "typical", "data": "d", "label_fraction": 0.1, "preset": "tiny",
+                    "max_time": None, "train_folds": ["0"], "set": []},
+           "split": {"n_test": 4}, "cpu": "x", "seeds": [seed], "argv": "--strategy typical",
+           "summary": {"seeds": 1, "mean_diff": 0.01, "seeds_better": 1}}
+    assert "`suggest --strategy typical --n 5`" in al.table(res)

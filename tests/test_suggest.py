@@ -1,4 +1,4 @@
-"""`toothseg suggest`: scoring, duplicate groups, k-center greedy, and the worklist on a tiny fake run."""
+"""`toothseg suggest`: scoring, duplicate groups, the typical and uncertain strategies, the worklist on a fake run."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from helpers.fakerun import draw_sample, make_trained_run, write_curation, write
 from toothseg.errors import ConfigError
 from toothseg.suggest.diversity import k_center_greedy, one_per_group
 from toothseg.suggest.scoring import uncertainty
+from toothseg.suggest.strategy import STRATEGIES, pick
+from toothseg.suggest.typical import cluster_order, select_typical
 
 
 def test_uncertainty_orders_agreeing_and_disagreeing_views() -> None:
@@ -49,6 +51,73 @@ def test_k_center_greedy_spreads_over_clusters_and_avoids_labelled() -> None:
     assert len(k_center_greedy(f, 99)[0]) == len(f)
 
 
+def _blobs(sizes: list[int], seed: int = 0, spread: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """Tight blobs around well-separated unit directions in 8-D: (features, blob of each row)."""
+    rng = np.random.default_rng(seed)
+    centres = np.eye(8)[: len(sizes)]
+    f = np.concatenate([c + rng.normal(0, spread, (s, 8)) for c, s in zip(centres, sizes)])
+    return f.astype(np.float32), np.repeat(np.arange(len(sizes)), sizes)
+
+
+def test_typical_picks_one_image_per_uncovered_cluster() -> None:
+    f, blob = _blobs([9, 7, 6, 4])
+    picks = select_typical(f, np.linspace(0, 1, len(f)), 4, seed=0)
+    assert sorted(blob[p.index] for p in picks) == [0, 1, 2, 3]
+    assert [p.cluster_size for p in picks] == [9, 7, 6, 4]  # largest uncovered cluster first
+    assert all(p.cluster_labelled == 0 and p.typicality_rank <= (p.cluster_candidates + 1) // 2 for p in picks)
+    more = select_typical(f, np.zeros(len(f)), 99, seed=0)  # more than the pool: every candidate, once
+    assert sorted(p.index for p in more) == list(range(len(f)))
+
+
+def test_typical_prefers_a_typical_image_over_a_more_uncertain_outlier() -> None:
+    f, blob = _blobs([8, 8])
+    outliers = [0, 8]
+    f[outliers] += np.float32(0.35) * np.eye(8)[2:4]  # off their blobs, still nearer them than anything else
+    scores = np.full(len(f), 0.1)
+    scores[outliers] = 0.99
+    f[[3, 12]] = np.eye(8)[:2]  # at the blob centres: typical
+    scores[[3, 12]] = 0.5
+    picks = select_typical(f, scores, 2, seed=0)
+    assert sorted(p.index for p in picks) == [3, 12]
+    assert all(p.uncertainty_rank == 2 for p in picks)  # the outlier ranks first on uncertainty alone
+
+
+def test_typical_avoids_clusters_that_hold_labelled_images() -> None:
+    f, blob = _blobs([10, 5, 4])
+    scores = np.where(blob == 0, 0.9, 0.1)  # the covered blob is the most uncertain and the largest
+    labelled = f[:2] + np.float32(0.01)
+    picks = select_typical(f, scores, 2, labelled=labelled, seed=0)
+    assert sorted(blob[p.index] for p in picks) == [1, 2]
+    # uncovered clusters largest first, then the lowest labelled share; a cluster without candidates never
+    labels = np.array([0] * 4 + [1] * 6 + [2] * 3 + [3] * 2 + [4] * 5)
+    is_labelled = np.isin(np.arange(20), [0, 4, 5, 6, 13, 14])
+    assert cluster_order(labels, is_labelled) == [4, 2, 0, 1]
+
+
+def test_typical_is_deterministic_for_a_seed() -> None:
+    rng = np.random.default_rng(5)
+    f = rng.normal(size=(60, 8)).astype(np.float32)
+    scores, labelled = rng.random(60), rng.normal(size=(6, 8))
+    runs = [select_typical(f, scores, 10, labelled=labelled, seed=7) for _ in range(2)]
+    assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_strategies_respect_duplicate_groups(strategy: str) -> None:
+    f, _ = _blobs([3, 3])
+    keys = [f"k{i}" for i in range(len(f))]
+    scores = dict(zip(keys, np.linspace(0.9, 0.1, len(f))))
+    recs = {k: {"features": f[i], "score": scores[k], "disagreement": 0.0, "entropy": 0.0}
+            for i, k in enumerate(keys)}
+    recs["k1"]["features"] = f[0]  # k0 and k1 are copies
+    kept, dropped = one_per_group(keys, scores, {"k0": 1, "k1": 1})
+    picks = pick(strategy, kept, recs, 6, None, oversample=4.0, seed=0)
+    assert dropped == {"k1": "k0"} and sorted(p.key for p in picks) == sorted(kept)
+    assert [p.uncertainty_rank for p in picks] == [kept.index(p.key) + 1 for p in picks]
+    assert all("uncertainty #" in p.reason for p in picks)
+    assert picks[0].distance is None and all(p.distance is not None for p in picks[1:])
+
+
 @pytest.fixture(scope="module")
 def pool_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The fake run with a bundle, 8 unlabelled images (u3/u4 a duplicate group) and one unreadable file."""
@@ -75,10 +144,11 @@ def pool_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
-def test_suggest_writes_a_worklist_with_reasons(pool_run: Path) -> None:
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_suggest_writes_a_worklist_with_reasons(pool_run: Path, strategy: str) -> None:
     from toothseg.suggest.suggest import suggest
 
-    s = suggest(pool_run, n=4, threads=1)
+    s = suggest(pool_run, n=4, threads=1, strategy=strategy)
     assert s["picked"] == 4 and s["scored"] == 8 and s["copies"] == 1
     assert list(s["failed"]) == ["synth/broken"]
     rows = list(csv.DictReader(open(s["csv"])))
@@ -92,7 +162,10 @@ def test_suggest_writes_a_worklist_with_reasons(pool_run: Path) -> None:
         img = cv2.imread(it["image_path"], cv2.IMREAD_GRAYSCALE)
         pred = cv2.imread(it["prediction"], cv2.IMREAD_UNCHANGED)
         assert pred.shape == img.shape and set(np.unique(pred)) <= {0, 255}
-    assert data["use_labelled"] is True  # labelled images served as k-center centres
+    assert data["use_labelled"] is True  # labelled images served as centres / covered points
+    assert data["strategy"] == strategy and isinstance(data["seed"], int)
+    if strategy == "typical":
+        assert all(it["reason"].startswith("cluster of ") and "typicality #" in it["reason"] for it in data["items"])
 
 
 def test_suggest_resumes_from_its_cache(pool_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -114,3 +187,19 @@ def test_suggest_bad_options(pool_run: Path) -> None:
         suggest(pool_run, n=0)
     with pytest.raises(ConfigError, match=".csv"):
         suggest(pool_run, n=2, out=pool_run / "list.txt")
+    with pytest.raises(ConfigError, match="typical, uncertain"):
+        suggest(pool_run, n=2, strategy="random")
+
+
+def test_cli_rejects_a_bad_strategy_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture) -> None:
+    import sys
+
+    from toothseg.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["toothseg", "suggest", str(tmp_path), "--strategy", "outliers"])
+    with pytest.raises(SystemExit) as info:
+        main()
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1
+    assert "'outliers'" in err and "choose one of typical, uncertain" in err

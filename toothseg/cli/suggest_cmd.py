@@ -1,4 +1,4 @@
-"""`toothseg suggest RUN [--n 50] [--out FILE]`: the unlabelled X-rays most worth labelling next."""
+"""`toothseg suggest RUN [--n 50] [--strategy typical|uncertain] [--out FILE]`: what to label next."""
 
 from __future__ import annotations
 
@@ -18,17 +18,22 @@ def register(app: typer.Typer) -> None:
                                         "the JSON goes beside it)"),
         bundle: Path | None = typer.Option(None, "--bundle", help="bundle to score with (default RUN/bundle)"),
         folds: str | None = typer.Option(None, "--folds", help="use only these folds, e.g. 0,1 (faster)"),
+        strategy: str = typer.Option("typical", "--strategy",
+                                     help="typical: one typical image per region no label covers (best while few "
+                                          "images are labelled); uncertain: k-center greedy among the most uncertain"),
         oversample: float = typer.Option(4.0, "--oversample", min=1.0,
-                                         help="k-center greedy picks among the OVERSAMPLE x N most uncertain"),
+                                         help="uncertain strategy: k-center greedy picks among the OVERSAMPLE x N "
+                                              "most uncertain"),
         use_labelled: bool = typer.Option(True, "--use-labelled/--ignore-labelled",
                                           help="keep picks away from images that already have labels"),
         threads: int | None = typer.Option(None, "--threads", min=1, help="compute threads (default train.threads)"),
     ) -> None:
-        """Rank unlabelled X-rays by member x view disagreement and entropy, spread by k-center on encoder features."""
+        """Pick unlabelled X-rays to label: typical ones of uncovered regions (default) or the most uncertain."""
         from toothseg.api import suggest
 
         s = suggest(run, n=n, out=out, bundle=bundle, folds=parse_folds(folds), oversample=oversample,
-                    use_labelled=use_labelled, threads=threads)
-        typer.echo(f"{s['picked']} of {s['scored']} unlabelled images suggested ({s['copies']} near-duplicates "
-                   f"counted once, {len(s['failed'])} failed) in {s['seconds']:.0f} s -> {s['csv']}")
+                    use_labelled=use_labelled, threads=threads, strategy=strategy)
+        typer.echo(f"{s['picked']} of {s['scored']} unlabelled images suggested ({s['strategy']} strategy, "
+                   f"{s['copies']} near-duplicates counted once, {len(s['failed'])} failed) in {s['seconds']:.0f} s "
+                   f"-> {s['csv']}")
         typer.echo(f"review them: toothseg review {run if out is None else s['json']}")

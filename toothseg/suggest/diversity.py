@@ -2,7 +2,8 @@
 
 k-center greedy (Sener & Savarese, 2018) repeatedly takes the candidate farthest from everything chosen or already
 labelled, so fifty near-identical X-rays cannot all be suggested. It runs over the ``oversample x n`` most
-uncertain candidates, so every pick is both uncertain and unlike the others.
+uncertain candidates, so every pick is both uncertain and unlike the others: the ``uncertain`` strategy
+(`toothseg.suggest.strategy`).
 """
 
 from __future__ import annotations

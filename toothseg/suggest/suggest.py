@@ -2,8 +2,9 @@
 
 Per image: every bundle member x view (the image and its mirror) predicts; their disagreement and the fused map's
 entropy make the uncertainty score, and the encoder's pooled features describe the image. Copies (curation's
-duplicate groups) count once, and k-center greedy spreads the picks over the most uncertain candidates. Per-image
-results are cached under the worklist's folder, so an interrupted run resumes where it stopped.
+duplicate groups) count once; the strategy (`toothseg.suggest.strategy`: ``typical`` by default, or ``uncertain``)
+turns the candidates into picks. Per-image results are cached under the worklist's folder, so an interrupted run
+resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
+from toothseg.config import Config
 from toothseg.data.io import read_image, write_png
 from toothseg.data.layout import Sample
 from toothseg.errors import ConfigError, InputError, ToothsegError
 from toothseg.pseudo.pool import unlabelled_pool
 from toothseg.run.folder import RunDir, open_run, setup_logging
-from toothseg.suggest.diversity import k_center_greedy, one_per_group
+from toothseg.suggest.diversity import one_per_group
 from toothseg.suggest.features import image_features
 from toothseg.suggest.scoring import fused_map, member_views, uncertainty
+from toothseg.suggest.strategy import DEFAULT, Pick, check_strategy, pick
 from toothseg.suggest.worklist import write_worklist
 
 log = logging.getLogger("toothseg")
@@ -54,30 +57,27 @@ def _labelled_for_training(rd: RunDir) -> list[Sample]:
     return [s for s in rd.read_samples() if s.labelled and curation.decision(s.key).use == "train"]
 
 
-def _reason(unc_rank: int, n_cand: int, rec: dict, dist: float, has_centres: bool, copies: int) -> str:
-    if np.isfinite(dist):
-        near = "labelled image or earlier pick" if has_centres else "earlier pick"
-        where = f"feature distance {dist:.3f} to the nearest {near}"
-    else:
-        where = "the most uncertain candidate"
-    text = (f"uncertainty #{unc_rank} of {n_cand} (members x views disagree {rec['disagreement']:.3f}, "
-            f"entropy {rec['entropy']:.3f}); {where}")
-    if copies:
-        text += f"; stands for {copies} near-duplicate(s)"
-    return text
+def _item(rank: int, p: Pick, rec: dict, copies: int) -> dict:
+    """One worklist row (see `toothseg.suggest.worklist`)."""
+    reason = p.reason + (f"; stands for {copies} near-duplicate(s)" if copies else "")
+    return {"rank": rank, "key": p.key, "image_path": rec["image_path"], "prediction": rec["prediction"],
+            "score": rec["score"], "disagreement": rec["disagreement"], "entropy": rec["entropy"],
+            "uncertainty_rank": p.uncertainty_rank, "distance": p.distance, "reason": reason}
 
 
 def suggest(run: str | Path, n: int = 50, out: str | Path | None = None, bundle: str | Path | None = None,
             folds: list[int] | None = None, oversample: float = 4.0, use_labelled: bool = True,
-            limit: int | None = None, threads: int | None = None) -> dict:
+            limit: int | None = None, threads: int | None = None, strategy: str = DEFAULT) -> dict:
     """Write a worklist of the ``n`` unlabelled images most worth labelling; returns a summary.
 
     ``out``: the worklist CSV (default RUN/suggest/worklist.csv; the JSON goes beside it). ``bundle``: default
-    RUN/bundle. ``oversample``: k-center greedy picks among the ``oversample x n`` most uncertain images.
+    RUN/bundle. ``strategy``: ``typical`` (typical images of the regions no label covers; best while few images
+    are labelled) or ``uncertain`` (k-center greedy among the ``oversample x n`` most uncertain images).
     ``use_labelled``: count the run's labelled images as already chosen, so picks differ from them too.
     """
     from toothseg.predict.predictor import Predictor
 
+    strategy = check_strategy(strategy)
     if n < 1:
         raise ConfigError(f"--n {n}: ask for at least one image")
     if oversample < 1:
@@ -145,22 +145,14 @@ def suggest(run: str | Path, n: int = 50, out: str | Path | None = None, bundle:
     keys = sorted(recs, key=lambda k: (-recs[k]["score"], k))
     groups = {k: d.group for k, d in rd.read_curation().items.items()}
     kept, copies = one_per_group(keys, {k: recs[k]["score"] for k in keys}, groups)
-    n_cand = min(len(kept), max(n, int(round(oversample * n))))
-    cand = kept[:n_cand]
-    idx, dists = k_center_greedy(np.stack([recs[k]["features"] for k in cand]), n, first=0, centres=centres)
+    seed = cfg.seed if cfg is not None else Config().seed
+    picks = pick(strategy, kept, recs, n, centres, oversample, seed)
     n_copies = {k: sum(1 for v in copies.values() if v == k) for k in kept}
-    items = []
-    for rank, (j, d) in enumerate(zip(idx, dists), start=1):
-        k = cand[j]
-        r = recs[k]
-        items.append({"rank": rank, "key": k, "image_path": r["image_path"], "prediction": r["prediction"],
-                      "score": r["score"], "disagreement": r["disagreement"], "entropy": r["entropy"],
-                      "uncertainty_rank": j + 1, "distance": d if np.isfinite(d) else None,
-                      "reason": _reason(j + 1, len(kept), r, d, centres is not None, n_copies[k])})
+    items = [_item(rank, p, recs[p.key], n_copies[p.key]) for rank, p in enumerate(picks, start=1)]
     meta = {"run": str(rd.root.resolve()), "bundle": str(b.root.resolve()), "bundle_created": b.meta.get("created"),
             "members": pred.member_names, "views": ["image", "hflip"], "threshold": pred.threshold,
-            "n": n, "oversample": oversample, "use_labelled": centres is not None,
-            "pool": len(samples), "scored": len(recs), "candidates": n_cand,
+            "n": n, "strategy": strategy, "seed": seed, "oversample": oversample,
+            "use_labelled": centres is not None, "pool": len(samples), "scored": len(recs), "candidates": len(kept),
             "duplicates_counted_once": copies, "skipped": pool.skipped, "failed": failed,
             "seconds": round(time.time() - t0, 1)}
     json_path = write_worklist(csv_path, meta, items)

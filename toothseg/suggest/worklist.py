@@ -1,7 +1,10 @@
 """The worklist `suggest` writes and `review` reads: ``worklist.csv`` for people, ``worklist.json`` for tools.
 
 Each item: ``rank,key,image_path,prediction,score,disagreement,entropy,uncertainty_rank,distance,reason``;
-``prediction`` is the bundle's 0/255 mask for the image at its own size, the starting point of a correction.
+``prediction`` is the bundle's 0/255 mask for the image at its own size, the starting point of a correction;
+``uncertainty_rank`` counts among all candidates (one per duplicate group); ``distance`` is the feature distance to
+the nearest labelled image or earlier pick (empty when there is none); ``reason`` depends on the strategy, which
+the JSON's ``strategy`` records.
 """
 
 from __future__ import annotations
