@@ -13,7 +13,7 @@ import html
 import json
 import logging
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -135,12 +135,9 @@ def _section_dataset(run: RunDir) -> str:
         if summ:
             out += "<h3>Curation summary</h3>" + _table(
                 ["item", "value"], [[k, v if not isinstance(v, (dict, list)) else json.dumps(v)] for k, v in summ.items()])
-        uses: dict[str, int] = defaultdict(int)
-        reasons: dict[str, int] = defaultdict(int)
-        for item in cur.items.values():
-            uses["label-from (reuses a duplicate's label)" if item.label_from else item.use] += 1
-            if item.use != "train" and item.reason:
-                reasons[item.reason] += 1
+        uses = Counter("label-from (reuses a duplicate's label)" if d.label_from else d.use
+                       for d in cur.items.values())
+        reasons = Counter(d.reason for d in cur.items.values() if d.use != "train" and d.reason)
         if uses:
             out += "<h3>Decisions per image</h3>" + _table(["use", "images"], sorted(uses.items()), "num")
         if reasons:
@@ -153,9 +150,7 @@ def _section_dataset(run: RunDir) -> str:
         groups: dict[str, list[dict[str, str]]] = defaultdict(list)
         for d in dups:
             groups[d.get("group_id", "")].append(d)
-        sizes = defaultdict(int)
-        for g in groups.values():
-            sizes[len(g)] += 1
+        sizes = Counter(len(g) for g in groups.values())
         cross = sum(len({d.get("source") for d in g}) > 1 for g in groups.values())
         out += (f"<h3>Duplicates</h3><p>{len(groups)} duplicate groups holding {len(dups)} images; "
                 f"{cross} groups span more than one source.</p>"
@@ -169,9 +164,7 @@ def _section_dataset(run: RunDir) -> str:
         folds = {}
     if folds:
         def src_counts(keys: list[str]) -> str:
-            c: dict[str, int] = defaultdict(int)
-            for k in keys:
-                c[k.split("/", 1)[0]] += 1
+            c = Counter(k.split("/", 1)[0] for k in keys)
             return ", ".join(f"{s} {n}" for s, n in sorted(c.items()))
 
         out += "<h3>Folds</h3>" + _table(
