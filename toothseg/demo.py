@@ -7,12 +7,12 @@ never on images it trained on.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
+from toothseg.durations import timed
 from toothseg.errors import ToothsegError
 from toothseg.pipeline import RunResult
 from toothseg.run.folder import setup_logging
@@ -66,13 +66,7 @@ def demo(out: str | Path | None = None, labelled: int = 48, unlabelled: int = 24
     t0 = time.perf_counter()
     root = _fresh_folder(out)
     timings: dict[str, float] = {}
-
-    @contextmanager
-    def lap(name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        yield
-        timings[name] = round(time.perf_counter() - start, 1)
-
+    lap = partial(timed, timings)
     data = root / "data" / "synth"
     test_dir = root / "data" / "synth_test"
     with lap("synth"):
@@ -105,6 +99,7 @@ def demo(out: str | Path | None = None, labelled: int = 48, unlabelled: int = 24
                          test_dice=ev.metrics["dice"]["mean"], report=str(html),
                          worklist=worklist["csv"] if worklist else None,
                          review_command=f"toothseg review {run_dir}" if worklist else None,
-                         timings_s=timings, total_s=round(time.perf_counter() - t0, 1))
+                         timings_s={k: round(v, 1) for k, v in timings.items()},
+                         total_s=round(time.perf_counter() - t0, 1))
     log.info("demo finished in %.0f s; report: %s", summary.total_s, html)
     return summary
