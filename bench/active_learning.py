@@ -154,7 +154,7 @@ def train_run(run: Path, folds: list[str], budget: list[str], log: Path) -> None
         fd_done = any((run / "train").glob(f"*/fold{k}/oof.csv")) if (run / "train").is_dir() else False
         if fd_done and (run / "bundle" / "bundle.json").is_file():
             continue
-        resume = any((run / "train").glob(f"*/fold{k}/last.ckpt")) if (run / "train").is_dir() else False
+        resume = any((run / "train").glob(f"*/fold{k}/*.ckpt")) if (run / "train").is_dir() else False
         toothseg("train", run, "--fold", k, *budget, *(["--resume"] if resume else []), log=log)
 
 

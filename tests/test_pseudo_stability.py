@@ -37,7 +37,7 @@ def fold_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_snapshots_are_taken_during_training(fold_dir: Path) -> None:
     s1 = torch.load(fold_dir / "snapshot1.pt", map_location="cpu", weights_only=True)
     s2 = torch.load(fold_dir / "snapshot2.pt", map_location="cpu", weights_only=True)
-    final = torch.load(fold_dir / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    final = torch.load(fold_dir / "best.ckpt", map_location="cpu", weights_only=True)["state_dict"]
     assert set(s1) == {k.removeprefix("model.") for k in final if k.startswith("model.")}
     changed = [k for k in s1 if s1[k].is_floating_point() and not torch.equal(s1[k], s2[k])]
     assert changed  # taken at different steps (1 and 2 of 3)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
@@ -64,13 +65,30 @@ def _fold(run: Path) -> Path:
     return next(run.glob("train/*/fold0"))
 
 
+class _KilledAtTheEnd(L.Callback):
+    def on_train_end(self, *args) -> None:
+        raise RuntimeError("killed")
+
+
+def _train_killed_before_finishing(run: Path, monkeypatch) -> None:
+    """Fold 0 trained again and stopped after its last validation, before it is recorded as finished."""
+    import toothseg.train.fit as fit
+
+    original = fit.fit_model
+    with monkeypatch.context() as m:
+        m.setattr(fit, "fit_model", lambda *a, **kw: original(*a, **{**kw, "callbacks": [_KilledAtTheEnd()]}))
+        with pytest.raises(RuntimeError, match="killed"):
+            train(run, fold=0, overwrite=True)
+
+
 def test_legitimate_checkpoints_load_safely_and_resume(run: Path, tmp_path: Path, monkeypatch) -> None:
     fd = _fold(run)
-    ckpt = safe_load(fd / "last.ckpt")
-    assert ckpt["hyper_parameters"]["scale"] == [64, 128] and "optimizer_states" in ckpt
     module = module_from_checkpoint(fd / "best.ckpt")
     assert module.hparams["resize"] == "resize"
-    (fd / "fit.json").unlink()  # not finished: resume goes through Lightning's own restore
+    _train_killed_before_finishing(run, monkeypatch)  # resume goes through Lightning's own restore
+    ckpt = safe_load(fd / "last.ckpt")
+    assert ckpt["hyper_parameters"]["scale"] == [64, 128] and "optimizer_states" in ckpt
+    assert not (fd / "fit.json").exists()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
@@ -78,6 +96,7 @@ def test_legitimate_checkpoints_load_safely_and_resume(run: Path, tmp_path: Path
     assert out["bundle"] and (run / "bundle" / "bundle.json").is_file()
     fit = read_json(fd / "fit.json")
     assert fit["best_ckpt"] == "best.ckpt" and fit["out_dir"] == "."
+    assert not (fd / "last.ckpt").exists() and "optimizer_states" not in safe_load(fd / "best.ckpt")
 
 
 def test_copied_run_resumes_from_its_own_files(run: Path, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import toothseg.train.budget as budget
 import toothseg.train.dataset as dataset
 import toothseg.train.phases as phases
 from helpers.fakerun import make_run
+from helpers.probes import Crash, FinalState
 from toothseg.config import build_config, load_config
 from toothseg.errors import ConfigError
 from toothseg.run.folder import open_run
@@ -79,7 +80,8 @@ def test_budget_is_used_and_the_partial_last_epoch_is_validated(tmp_path, monkey
     cost = FakeCost()
     monkeypatch.setattr(phases, "CLOCK", cost.clock)
     monkeypatch.setattr(budget, "MARGIN_S", 0.5)  # scaled down with this 60 s budget of 1 s steps
-    res = fit_model(cfg, train, val, run / "f", max_time="00:01:00", epochs=1000, callbacks=[cost])
+    final = FinalState()
+    res = fit_model(cfg, train, val, run / "f", max_time="00:01:00", epochs=1000, callbacks=[cost, final])
     info = json.loads((run / "f" / "budget.json").read_text())
     spe = info["steps_per_epoch"]
     assert spe == 4 and res.global_step == info["planned_steps"] == info["steps"]
@@ -88,18 +90,8 @@ def test_budget_is_used_and_the_partial_last_epoch_is_validated(tmp_path, monkey
     rows = list(csv.DictReader(open(run / "f" / "metrics.csv")))
     last = rows[-1]
     assert int(last["epoch"]) == res.global_step // spe and last["val_dice"]  # the partial epoch was validated
-    ck = torch.load(run / "f" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert ck["toothseg_schedule"]["total_steps"] == res.global_step  # the decay ends on the last step
-    assert ck["lr_schedulers"][0]["_last_lr"][0] < 0.02 * cfg.train.lr
-
-
-class Crash(L.Callback):
-    def __init__(self, at_step: int) -> None:
-        self.at_step = at_step
-
-    def on_train_batch_end(self, trainer, *args) -> None:
-        if trainer.global_step == self.at_step:
-            raise RuntimeError("killed")
+    assert final.total_steps == res.global_step  # the decay ends on the last step
+    assert final.last_lr < 0.02 * cfg.train.lr
 
 
 def test_budget_survives_resume(tmp_path, monkeypatch):
@@ -186,15 +178,6 @@ def test_ema_warm_up_reaches_the_configured_decay():
     assert warmup_decay(0.99, 10) == pytest.approx(11 / 20)
     assert warmup_decay(0.99, 10_000) == 0.99
     assert all(warmup_decay(0.99, n) <= warmup_decay(0.99, n + 1) for n in range(2000))
-
-
-def test_ema_run_saves_averaged_weights(tmp_path):
-    run, cfg, train, val = _split(tmp_path, n=8, overrides=["train.ema_decay=0.9"])
-    res = fit_model(cfg, train, val, run / "f", epochs=2)
-    ck = torch.load(res.best_ckpt, map_location="cpu", weights_only=True)
-    raw = ck["current_model_state"]  # best.ckpt holds the average as its state_dict, the raw weights aside
-    key = next(k for k in raw if k.endswith("weight") and raw[k].dtype.is_floating_point)
-    assert not torch.equal(ck["state_dict"][key], raw[key])
 
 
 # -- schedules, boundary loss, hardware ------------------------------------------------------------------------

@@ -30,9 +30,11 @@ def trained(tmp_path_factory):
 def test_fold_outputs_follow_the_contract(trained):
     run, out = trained
     fd = run / "train" / TAG / "fold0"
-    for name in ("best.ckpt", "last.ckpt", "metrics.csv", "oof.csv", "fit.json"):
+    for name in ("best.ckpt", "metrics.csv", "oof.csv", "fit.json"):
         assert (fd / name).is_file(), name
+    assert not (fd / "last.ckpt").exists()  # resume state, removed once the fold finished
     ck = torch.load(fd / "best.ckpt", map_location="cpu", weights_only=False)
+    assert "optimizer_states" not in ck
     assert all(k.startswith("model.") for k in ck["state_dict"])
     assert ck["hyper_parameters"]["scale"] == [64, 128] and ck["hyper_parameters"]["resize"] == "resize"
     assert ck["hyper_parameters"]["model"]["name"] == "unet"

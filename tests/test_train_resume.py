@@ -87,7 +87,7 @@ def test_kill_mid_run_then_resume_continues(tmp_path):
     assert start[0] >= killed_at > 0  # continued from the checkpoint, did not restart at step 0
     assert done[0] == 8 and (run / "fold0" / "fit.json").is_file()
     assert json.loads((run / "fold0" / "fit.json").read_text())["global_step"] == 8
-    assert (run / "fold0" / "best.ckpt").is_file()
+    assert (run / "fold0" / "best.ckpt").is_file() and not last.exists()
 
 
 def test_resume_refused_without_flag_and_fresh_start_when_nothing_to_resume(tmp_path):

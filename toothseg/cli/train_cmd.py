@@ -15,7 +15,8 @@ def register(app: typer.Typer) -> None:
         preset: str | None = typer.Option(None, "--preset", help="re-base model/train settings on a preset: "
                                           "recipe, cpu or tiny (curation settings are kept)"),
         max_time: str | None = typer.Option(None, "--max-time", help="wall-clock budget per model, HH:MM:SS"),
-        resume: bool = typer.Option(False, "--resume", help="continue from each fold's last.ckpt"),
+        resume: bool = typer.Option(False, "--resume", help="continue interrupted folds from their last.ckpt; "
+                                    "finished ones are kept"),
         overwrite: bool = typer.Option(False, "--overwrite", help="delete existing checkpoints and start again"),
         devices: str | None = typer.Option(None, "--devices", help="devices per node (e.g. 2 or 'auto')"),
         strategy: str | None = typer.Option(None, "--strategy", help="Lightning strategy, e.g. ddp"),

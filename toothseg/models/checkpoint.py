@@ -13,7 +13,15 @@ import re
 from pathlib import Path
 from typing import Any
 
+from toothseg.atomic import atomic_path
 from toothseg.errors import InputError
+
+# What a finished model's checkpoint keeps: every reader (bundle building, OOF scoring, warm starts, hard mining,
+# the stability filter) needs only the weights, the settings that rebuild the network and the step they were taken
+# at. The weights in ``state_dict`` are the EMA average when training averaged them (Lightning's EMA callback puts
+# it there and the raw weights under ``current_model_state``, which is dropped with the optimizer state).
+WEIGHTS_KEYS = ("state_dict", "hyper_parameters", "hparams_name", "epoch", "global_step",
+                "pytorch-lightning_version", "toothseg_schedule")
 
 
 def safe_load(path: str | Path, fix: str = "re-create it with toothseg (re-train or rebuild the bundle)") -> Any:
@@ -45,3 +53,16 @@ def load_checkpoint(path: str | Path) -> dict:
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise InputError(path, "not a toothseg checkpoint (no state_dict)", "re-train this fold")
     return ckpt
+
+
+def save_weights_only(src: str | Path, dst: str | Path | None = None) -> None:
+    """Rewrite checkpoint ``src`` (to ``dst``, default in place, atomically) with only `WEIGHTS_KEYS`.
+
+    Done on the finished file rather than with ModelCheckpoint(save_weights_only=True): that skips the callbacks'
+    checkpoint hooks, so under EMA it would store the raw weights instead of the validated average.
+    """
+    import torch
+
+    ckpt = load_checkpoint(src)
+    with atomic_path(dst or src) as tmp:
+        torch.save({k: ckpt[k] for k in WEIGHTS_KEYS if k in ckpt}, tmp)

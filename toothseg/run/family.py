@@ -3,6 +3,10 @@
 A fold folder is ``fold<k>`` with k a fold number of folds.json; it is *trained* once it holds ``best.ckpt``.
 It also holds ``oof.csv`` + ``oof/<source>/<image_id>.png`` (out-of-fold scores and maps) and ``stage.json``
 (what its last training stage saw). Intermediate stages of a schedule live under ``train/<tag>/<stage>/fold<k>``.
+
+A training folder (a fold folder, a stage's, hard mining's ``hard/``) is *finished* once it holds ``fit.json``,
+written last. Until then ``last.ckpt`` holds Lightning's full training state (optimizer included) for
+``--resume``; `FoldDir.finish` drops it, so a finished folder keeps only the weights in ``best.ckpt``.
 """
 
 from __future__ import annotations
@@ -55,6 +59,9 @@ class FoldDir:
     path: Path
 
     best_ckpt = Child("best.ckpt")
+    last_ckpt = Child("last.ckpt")  # resume state, only while the fit is unfinished
+    fit_file = Child("fit.json")  # the fit's result; its presence marks the fit finished
+    before_hard_ckpt = Child("best_before_hard.ckpt")  # best.ckpt as it was before hard mining replaced it
     oof_csv = Child("oof.csv")
     oof_dir = Child("oof")
     stage_file = Child("stage.json")
@@ -66,6 +73,23 @@ class FoldDir:
     @property
     def trained(self) -> bool:
         return self.best_ckpt.is_file()
+
+    @property
+    def finished(self) -> bool:
+        return self.fit_file.is_file()
+
+    def read_fit(self) -> dict:
+        return read_json(self.fit_file)
+
+    def finish(self, fit: dict) -> None:
+        """Record the fit as finished, then drop the resume state it no longer needs (in this order: a kill in
+        between leaves a finished folder with a stale last.ckpt, which `drop_resume_state` clears later, never
+        an unfinished one without it)."""
+        write_json(self.fit_file, fit)
+        self.drop_resume_state()
+
+    def drop_resume_state(self) -> None:
+        self.last_ckpt.unlink(missing_ok=True)
 
     def oof_map(self, key: str) -> Path:
         """Where the OOF probability map (x 255, original size) of sample ``key`` is stored."""

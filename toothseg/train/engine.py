@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import tempfile
 from pathlib import Path
 
+from toothseg.atomic import atomic_copy
 from toothseg.config import Config, ModelConfig, build_config, save_config
 from toothseg.durations import format_hhmmss, parse_hhmmss
 from toothseg.errors import ConfigError
 from toothseg.run.family import Family, FoldDir, summarise
-from toothseg.run.folder import Folds, RunDir, open_run, read_json, setup_logging
+from toothseg.run.folder import Folds, RunDir, open_run, setup_logging
 from toothseg.train.dataset import TrainItem
 from toothseg.train.fit import FitResult, has_checkpoints, is_main_process
 from toothseg.train.hard_mining import hard_keys, oversample
@@ -123,16 +123,16 @@ def _hard_mining(cfg: Config, fam: Family, folds: Folds, items: dict[str, TrainI
     for k, split in folds.items():
         fd = fam.fold(k)
         train, val = split_items(items, split, folds_path)
-        before = FitResult.from_json(read_json(fd.path / "fit.json"), fd.path).best_val_dice
+        before = FitResult.from_json(fd.read_fit(), fd.path).best_val_dice
         res = fit_stage(ft_cfg, stage, FoldData(oversample(train, hard, tc.hard_repeat), val), FoldDir(fd.path / "hard"),
                         init=fd.best_ckpt, max_time=ft_time, resume=resume, model_cfg=mcfg, scale=scale)
         if not is_main_process():
             continue
         kept = res.best_val_dice is not None and before is not None and res.best_val_dice > before
         if kept:
-            if not (fd.path / "best_before_hard.ckpt").is_file():  # a resumed run may have promoted it already
-                shutil.copyfile(fd.best_ckpt, fd.path / "best_before_hard.ckpt")
-            shutil.copyfile(res.best_ckpt, fd.best_ckpt)
+            if not fd.before_hard_ckpt.is_file():  # a resumed run may have promoted it already
+                atomic_copy(fd.best_ckpt, fd.before_hard_ckpt)
+            atomic_copy(res.best_ckpt, fd.best_ckpt)
             score_fold(cfg, fd.best_ckpt, val, fd.path)
         n_hard = sum(1 for it in train if it.key in set(hard))
         report["folds"][str(k)] = {"hard_in_train": n_hard, "val_dice_before": before,

@@ -1,4 +1,4 @@
-"""`fit_model`: train one network on given items into one folder (best/last checkpoints, metrics.csv).
+"""`fit_model`: train one network on given items into one folder (best checkpoint, metrics.csv, fit.json).
 
 The lower-level entry point shared by `toothseg train` (k-fold) and the semi-supervised stages (pseudo-label
 pretraining, real+pseudo mixes, distillation). Lightning runs the loop: checkpoints, CSV logs, progress bar,
@@ -15,7 +15,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import timedelta
 from pathlib import Path
 
@@ -28,9 +28,10 @@ from torch.utils.data import DataLoader
 from toothseg.config import Config, ModelConfig
 from toothseg.durations import parse_hhmmss
 from toothseg.errors import ConfigError, ToothsegError
-from toothseg.models.checkpoint import safe_load
+from toothseg.models.checkpoint import safe_load, save_weights_only
 from toothseg.models.pretrained import load_pretrained
-from toothseg.run.folder import read_json, write_json
+from toothseg.run.family import FoldDir
+from toothseg.run.folder import write_json
 from toothseg.train.augment import build_augment
 from toothseg.train.budget import BudgetSchedule, budget_seconds
 from toothseg.train.dataset import PairedDataset, SegDataset, TrainItem
@@ -53,7 +54,6 @@ CKPT_EVERY_STEPS = 25  # last.ckpt is also refreshed this often inside an epoch,
 class FitResult:
     out_dir: Path
     best_ckpt: Path
-    last_ckpt: Path
     best_val_dice: float | None
     global_step: int
     epochs: int
@@ -69,8 +69,10 @@ class FitResult:
     @classmethod
     def from_json(cls, d: dict, base: Path) -> "FitResult":
         """Read fit.json; every path is anchored at ``base`` (its folder), including the absolute paths older
-        versions wrote (all of them name files directly in the fold folder)."""
-        paths = {"out_dir", "best_ckpt", "last_ckpt", "metrics_csv"}
+        versions wrote (all of them name files directly in the fold folder). Keys it no longer has (older
+        versions' ``last_ckpt``) are ignored."""
+        paths = {"out_dir", "best_ckpt", "metrics_csv"}
+        d = {k: v for k, v in d.items() if k in {f.name for f in fields(cls)}}
         base = Path(base)
         return cls(**{k: (base if k == "out_dir" else base / Path(v).name) if k in paths else v
                       for k, v in d.items()})
@@ -127,13 +129,15 @@ def fit_model(cfg: Config, train_items: list[TrainItem], val_items: list[TrainIt
               module_cls: type[SegModule] = SegModule) -> FitResult:
     """Train ``model_cfg`` (default ``cfg.model``) at ``scale`` (default its first own scale, else of ``train.scales``).
 
-    Writes ``out_dir/{best,last}.ckpt``, ``metrics.csv`` and ``fit.json``. ``best`` is chosen by val Dice (at
-    network resolution); with no ``val_items`` it is the last state. ``resume`` continues from ``last.ckpt``
-    (a folder already finished returns its recorded result); without it an existing folder with checkpoints is
-    refused unless ``overwrite``. ``init_weights``: a checkpoint/state dict to start from (e.g. a pseudo-label
-    pretrained model). ``max_time``/``epochs`` override ``cfg.train``; ``callbacks`` are added to the Trainer's.
-    ``unlabelled_items``: each training sample is paired with one of them (weak + strong view) for ``module_cls``
-    (e.g. `toothseg.pseudo.consistency.ConsistencyModule`) to learn from.
+    Writes ``out_dir/best.ckpt`` (weights only), ``metrics.csv`` and, last, ``fit.json``, which marks the folder
+    finished. ``best`` is chosen by val Dice (at network resolution); with no ``val_items`` it is the last state.
+    While training, ``last.ckpt`` holds the full state (optimizer included); it is removed once finished.
+    ``resume`` continues an unfinished folder from ``last.ckpt`` (a finished one returns its recorded result);
+    without it an existing folder with checkpoints is refused unless ``overwrite``. ``init_weights``: a
+    checkpoint/state dict to start from (e.g. a pseudo-label pretrained model). ``max_time``/``epochs`` override
+    ``cfg.train``; ``callbacks`` are added to the Trainer's. ``unlabelled_items``: each training sample is paired
+    with one of them (weak + strong view) for ``module_cls`` (e.g. `toothseg.pseudo.consistency.ConsistencyModule`)
+    to learn from.
     """
     out_dir = Path(out_dir)
     tcfg = cfg.train
@@ -143,13 +147,16 @@ def fit_model(cfg: Config, train_items: list[TrainItem], val_items: list[TrainIt
         raise ConfigError(f"scale {size[0]}x{size[1]}: both sides must be multiples of 32 (e.g. 320x640)")
     n_epochs = int(epochs or tcfg.epochs)
     budget = max_time if max_time is not None else tcfg.max_time
-    last = out_dir / "last.ckpt"
+    fd = FoldDir(out_dir)
+    last = fd.last_ckpt
     main = is_main_process()
     if main and overwrite and out_dir.exists():
         shutil.rmtree(out_dir)
-    if resume and (out_dir / "fit.json").is_file() and last.is_file():
-        log.info("%s: already finished; skipped (delete fit.json to train it further)", out_dir)
-        return FitResult.from_json(read_json(out_dir / "fit.json"), out_dir)
+    if resume and fd.finished:
+        log.info("%s: already finished; skipped (pass --overwrite to train it again)", out_dir)
+        if main:
+            fd.drop_resume_state()  # left behind by a kill between fit.json and its removal
+        return FitResult.from_json(fd.read_fit(), out_dir)
     if main and not resume and has_checkpoints(out_dir):
         raise ToothsegError(f"{out_dir}: holds checkpoints from an earlier run; pass --resume to continue it or "
                             "--overwrite to start again")
@@ -219,14 +226,15 @@ def fit_model(cfg: Config, train_items: list[TrainItem], val_items: list[TrainIt
     t0 = time.monotonic()
     trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path, weights_only=True)
     seconds = time.monotonic() - t0
-    best = out_dir / "best.ckpt"
-    result = FitResult(out_dir, best, last, None, int(trainer.global_step), int(trainer.current_epoch),
+    best = fd.best_ckpt
+    result = FitResult(out_dir, best, None, int(trainer.global_step), int(trainer.current_epoch),
                        seconds, out_dir / "metrics.csv")
     trainer.save_checkpoint(last)  # the final state, whatever stopped the loop (collective under DDP)
     if not trainer.is_global_zero:
         return result
-    if not best.is_file():  # no validation ran (no val items, or the budget ended inside the first epoch)
-        shutil.copyfile(last, best)
+    # best.ckpt keeps the weights only; with no validation run (no val items, or the budget ended inside the first
+    # epoch) they are the final state's
+    save_weights_only(best if best.is_file() else last, best)
     if planner is not None:
         write_json(out_dir / "budget.json", planner.report(trainer))
     if tcfg.profile:
@@ -241,5 +249,5 @@ def fit_model(cfg: Config, train_items: list[TrainItem], val_items: list[TrainIt
     rows = flatten_metrics(out_dir / "logs", out_dir / "metrics.csv")
     scores = [r["val_dice"] for r in rows if "val_dice" in r]
     result.best_val_dice = max(scores) if scores else None
-    write_json(out_dir / "fit.json", result.to_json())
+    fd.finish(result.to_json())
     return result
