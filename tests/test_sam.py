@@ -286,12 +286,21 @@ def test_sam_member_fuses_with_a_unet_at_another_scale():
     assert 0 <= fused.min() and fused.max() <= 1
 
 
-def test_bundle_member_rebuilds_from_its_state_dict(tiny_ckpt):
-    from toothseg.predict.engines import torch_runner
+def _bundle_runner(folder: Path, mcfg: ModelConfig, state: dict):
+    """The member network a bundle rebuilds from its ModelConfig and plain state dict."""
+    from toothseg.predict.bundle_format import Bundle, Member
+    from toothseg.predict.engines import TorchRunner
 
+    (folder / "models").mkdir()
+    torch.save(state, folder / "models" / "m.pt")
+    member = Member("sam", 0, mcfg.model_dump(mode="json"), (128, 256), "resize", 1.0, "models/m.pt")
+    return TorchRunner(Bundle(folder, {}, [member]).load_network(member))
+
+
+def test_bundle_member_rebuilds_from_its_state_dict(tiny_ckpt, tmp_path):
     mcfg = ModelConfig(name="sam-vit-tiny", weights=str(tiny_ckpt[0]), extra={"lora_rank": 2})
     model = create_model(mcfg).eval()
-    runner = torch_runner(mcfg.model_dump(mode="json"), model.state_dict())
+    runner = _bundle_runner(tmp_path, mcfg, model.state_dict())
     x = np.random.default_rng(0).standard_normal((1, 1, 128, 256)).astype("float32")
     with torch.no_grad():
         ref = torch.sigmoid(model(torch.from_numpy(x)))[:, 0].numpy()
@@ -299,8 +308,6 @@ def test_bundle_member_rebuilds_from_its_state_dict(tiny_ckpt):
 
 
 def test_bundle_member_needs_no_weights_file(tmp_path):
-    from toothseg.predict.engines import torch_runner
-
     model = create_model(tiny())
     mcfg = ModelConfig(name="sam-vit-tiny", weights=str(tmp_path / "gone.pth"))  # deleted after training
-    torch_runner(mcfg.model_dump(mode="json"), model.state_dict())
+    _bundle_runner(tmp_path, mcfg, model.state_dict())

@@ -9,8 +9,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
+from toothseg.durations import timed
 from toothseg.errors import ToothsegError
 from toothseg.pipeline import RunResult
 from toothseg.run.folder import setup_logging
@@ -64,52 +66,40 @@ def demo(out: str | Path | None = None, labelled: int = 48, unlabelled: int = 24
     t0 = time.perf_counter()
     root = _fresh_folder(out)
     timings: dict[str, float] = {}
-
-    def lap(name: str, start: float) -> None:
-        timings[name] = round(time.perf_counter() - start, 1)
-
-    t = time.perf_counter()
+    lap = partial(timed, timings)
     data = root / "data" / "synth"
-    synth_summary = synth(data, labelled=labelled, unlabelled=unlabelled, seed=seed)
     test_dir = root / "data" / "synth_test"
-    synth(test_dir, labelled=test, unlabelled=0, seed=seed + 1000, duplicates=False)
-    lap("synth", t)
+    with lap("synth"):
+        synth_summary = synth(data, labelled=labelled, unlabelled=unlabelled, seed=seed)
+        synth(test_dir, labelled=test, unlabelled=0, seed=seed + 1000, duplicates=False)
 
-    t = time.perf_counter()
-    checked = check([data])
-    lap("check", t)
+    with lap("check"):
+        checked = check([data])
     if not checked.ok:
         raise ToothsegError(f"{data}: the synthetic dataset failed its own check ({len(checked.errors)} errors)")
 
-    t = time.perf_counter()
     run_dir = root / "run"
-    pipeline = run_pipeline([data], out=run_dir, preset=preset, overrides=DEMO_OVERRIDES + list(overrides or []))
-    lap("prepare+train+pseudo", t)
+    with lap("prepare+train+pseudo"):
+        pipeline = run_pipeline([data], out=run_dir, preset=preset, overrides=DEMO_OVERRIDES + list(overrides or []))
 
-    t = time.perf_counter()
     pred_dir = root / "predictions"
-    bundle = run_dir / "bundle"
-    pred = predict(bundle, [str(test_dir / "images")], out=pred_dir)
-    lap("predict", t)
-
-    t = time.perf_counter()
-    ev = evaluate(pred_dir / "masks", test_dir, out=run_dir / "reports")
-    lap("evaluate", t)
-
-    t = time.perf_counter()
-    html = report(run_dir)
-    lap("report", t)
+    with lap("predict"):
+        pred = predict(run_dir / "bundle", [str(test_dir / "images")], out=pred_dir)
+    with lap("evaluate"):
+        ev = evaluate(pred_dir / "masks", test_dir, out=run_dir / "reports")
+    with lap("report"):
+        html = report(run_dir)
 
     worklist = None
     if unlabelled:
-        t = time.perf_counter()
-        worklist = suggest(run_dir, n=min(10, unlabelled))
-        lap("suggest", t)
+        with lap("suggest"):
+            worklist = suggest(run_dir, n=min(10, unlabelled))
 
     summary = DemoResult(root=str(root), synth=synth_summary, pipeline=pipeline, predicted=pred.n_ok,
                          test_dice=ev.metrics["dice"]["mean"], report=str(html),
                          worklist=worklist["csv"] if worklist else None,
                          review_command=f"toothseg review {run_dir}" if worklist else None,
-                         timings_s=timings, total_s=round(time.perf_counter() - t0, 1))
+                         timings_s={k: round(v, 1) for k, v in timings.items()},
+                         total_s=round(time.perf_counter() - t0, 1))
     log.info("demo finished in %.0f s; report: %s", summary.total_s, html)
     return summary

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from toothseg.errors import ConfigError
 
 
@@ -14,6 +18,14 @@ def parse_hhmmss(text: str, what: str = "max_time") -> int:
     if h * 3600 + m * 60 + s <= 0:
         raise ConfigError(f"{what} '{text}' must be longer than zero (e.g. 00:30:00)")
     return h * 3600 + m * 60 + s
+
+
+@contextmanager
+def timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    """Record the seconds the block took as ``timings[name]`` (stage timings of `run` and `demo`)."""
+    start = time.perf_counter()
+    yield
+    timings[name] = time.perf_counter() - start
 
 
 def format_hhmmss(seconds: int) -> str:

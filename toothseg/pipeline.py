@@ -7,11 +7,11 @@ Stages talk through the run folder, so a failed or interrupted pipeline can be c
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from toothseg.config import build_config
+from toothseg.durations import timed
 from toothseg.folds_arg import parse_folds
 from toothseg.preflight import check_budget, ensure_writable_dir
 from toothseg.run.folder import open_run, setup_logging
@@ -48,18 +48,15 @@ def run(data_dirs: list[str | Path], out: str | Path, preset: str = "cpu", confi
     rd = open_run(out, create=True)
     setup_logging(rd)
     summary = RunResult(str(rd.root))
-    t = time.perf_counter()
-    if resume and rd.folds.is_file() and not overwrite:
-        log.info("%s: already prepared; skipping prepare", rd.root)
-        summary.prepare = "skipped (resume)"
-    else:
-        summary.prepare = prepare(list(data_dirs), rd.root, preset=preset, config=config, overrides=overrides,
-                                     overwrite=overwrite)
-    summary.timings_s["prepare"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    summary.train = train(rd.root, fold=fold, max_time=max_time, resume=resume, overwrite=overwrite)
-    summary.timings_s["train"] = time.perf_counter() - t
+    with timed(summary.timings_s, "prepare"):
+        if resume and rd.folds.is_file() and not overwrite:
+            log.info("%s: already prepared; skipping prepare", rd.root)
+            summary.prepare = "skipped (resume)"
+        else:
+            summary.prepare = prepare(list(data_dirs), rd.root, preset=preset, config=config, overrides=overrides,
+                                      overwrite=overwrite)
+    with timed(summary.timings_s, "train"):
+        summary.train = train(rd.root, fold=fold, max_time=max_time, resume=resume, overwrite=overwrite)
 
     cfg = rd.load_config()
     has_unlabelled = any(not smp.labelled for smp in rd.read_samples())
@@ -67,11 +64,10 @@ def run(data_dirs: list[str | Path], out: str | Path, preset: str = "cpu", confi
         from toothseg.predict.bundle_build import build_bundle
         from toothseg.pseudo.schedules import retrain
 
-        t = time.perf_counter()
-        folds = parse_folds(fold, "--fold")
-        # students start from their teacher's fold weights; after an interruption finished stages are reused
-        summary.pseudo = retrain(rd.root, folds=folds, max_time=max_time, resume=not overwrite)
-        summary.timings_s["pseudo+retrain"] = time.perf_counter() - t
+        with timed(summary.timings_s, "pseudo+retrain"):
+            # students start from their teacher's fold weights; after an interruption finished stages are reused
+            summary.pseudo = retrain(rd.root, folds=parse_folds(fold, "--fold"), max_time=max_time,
+                                     resume=not overwrite)
         summary.bundle = str(build_bundle(rd.root))  # the bundle now fuses the students too
     elif not has_unlabelled:
         log.info("no unlabelled images: pseudo-labelling skipped")

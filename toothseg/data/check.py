@@ -7,7 +7,6 @@ info (legitimate but worth knowing, e.g. empty masks of edentulous patients).
 
 from __future__ import annotations
 
-import csv
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
@@ -16,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from toothseg.atomic import atomic_path
 from toothseg.data.io import mask_from_array, read_image, read_mask_array
 from toothseg.data.layout import Problem, Sample, discover
 from toothseg.errors import InputError, ToothsegError
+from toothseg.run.files import write_csv
 
 LEVELS = ("error", "warning", "info")
 STANDARD_MASK_VALUES = ({0, 255}, {0, 1})
@@ -45,11 +44,8 @@ class CheckReport:
         return not self.errors
 
     def write_csv(self, path: str | Path) -> None:
-        with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["level", "source", "file", "problem", "fix"])
-            for p in self.problems:
-                w.writerow([p.level, p.source, p.path, p.problem, p.fix])
+        write_csv(Path(path), ["level", "source", "file", "problem", "fix"],
+                  ([p.level, p.source, p.path, p.problem, p.fix] for p in self.problems))
 
     def table(self, max_info: int | None = 10) -> str:
         """Human-readable problem table and per-source counts; info rows beyond `max_info` are summarised."""

@@ -9,15 +9,14 @@ The folder name is the sample's *source* (institution) and is kept everywhere, s
 
 from __future__ import annotations
 
-import csv
 import json
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from toothseg.atomic import atomic_path
 from toothseg.data.io import is_image_file
 from toothseg.errors import InputError, ToothsegError
+from toothseg.run.files import read_csv, write_csv
 
 
 @dataclass(frozen=True)
@@ -183,25 +182,13 @@ def _discover_one(root: Path, sources: dict[str, Path], ds: Dataset) -> None:
 
 def write_index(ds: Dataset, path: Path) -> None:
     """Save the sample list as CSV so later stages work from the run folder alone."""
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["key", "source", "image_id", "image_path", "mask_path"])
-        for s in ds.samples:
-            w.writerow([s.key, s.source, s.image_id, str(Path(s.image_path).resolve()),
-                        str(Path(s.mask_path).resolve()) if s.mask_path else ""])
+    write_csv(path, ["key", "source", "image_id", "image_path", "mask_path"],
+              ([s.key, s.source, s.image_id, str(Path(s.image_path).resolve()),
+                str(Path(s.mask_path).resolve()) if s.mask_path else ""] for s in ds.samples))
 
 
 def read_index(path: Path) -> list[Sample]:
     if not path.is_file():
         raise InputError(path, "sample index not found", "run 'toothseg prepare DATA... --out RUN' first")
-    with path.open(newline="") as f:
-        return [Sample(r["source"], r["image_id"], Path(r["image_path"]), Path(r["mask_path"]) if r["mask_path"] else None)
-                for r in csv.DictReader(f)]
-
-
-def sample_to_dict(s: Sample) -> dict:
-    d = asdict(s)
-    d["image_path"] = str(s.image_path)
-    d["mask_path"] = str(s.mask_path) if s.mask_path else None
-    d["key"] = s.key
-    return d
+    return [Sample(r["source"], r["image_id"], Path(r["image_path"]), Path(r["mask_path"]) if r["mask_path"] else None)
+            for r in read_csv(path)]

@@ -73,8 +73,6 @@ def export_nnunet_raw(run: str | Path, raw_root: str | Path, dataset_id: int = 5
     cases = _case_map(keys)
     out = Path(raw_root) / f"Dataset{dataset_id:03d}_{name}"
     _fresh_dir(out, overwrite, "choose another dataset id")
-    for sub in ("imagesTr", "labelsTr"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
     for case, key in cases.items():
         s = samples[key]
         write_png(out / "imagesTr" / f"{case}_0000.png", read_image(s.image_path))

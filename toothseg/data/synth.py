@@ -17,7 +17,6 @@ copies (same pixels, coarse vs fine label). `synth_truth.csv` records `image_id,
 
 from __future__ import annotations
 
-import csv
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +24,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from toothseg.atomic import atomic_path
 from toothseg.data.io import write_png
 from toothseg.errors import InputError
+from toothseg.run.files import write_csv
 
 KINDS = ("original", "exact", "reexposed", "relabel-coarse", "relabel-fine", "crop")
 TRUTH_FILE = "synth_truth.csv"
@@ -474,10 +473,7 @@ def synth(out: str | Path, labelled: int = 40, unlabelled: int = 20, height: int
         rows.append((image_id, int(it.labelled), it.group, it.kind))
         if len(cache) > 64:  # groups are interleaved; keep memory bounded on big runs
             cache.pop(next(iter(cache)))
-    with atomic_path(out / TRUTH_FILE) as tmp, tmp.open("w", newline="") as f:
-        wr = csv.writer(f)
-        wr.writerow(["image_id", "labelled", "group", "kind"])
-        wr.writerows(rows)
+    write_csv(out / TRUTH_FILE, ["image_id", "labelled", "group", "kind"], rows)
     sizes: dict[int, int] = {}
     for it in items:
         sizes[it.group] = sizes.get(it.group, 0) + 1

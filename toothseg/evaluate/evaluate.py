@@ -9,7 +9,6 @@ Sizes are never reconciled by resizing: a prediction must be at the ground-truth
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 from collections.abc import Iterable
@@ -19,11 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from toothseg.atomic import atomic_path, atomic_write_text
+from toothseg.atomic import atomic_write_text
 from toothseg.data.io import is_image_file, read_mask
 from toothseg.errors import InputError, ToothsegError
 from toothseg.evaluate.metrics import METRICS, diagonal, failure_metrics, score_pair
 from toothseg.preflight import ensure_writable_dir
+from toothseg.run.files import read_csv, to_float, write_csv
 from toothseg.run.folder import write_json
 
 log = logging.getLogger("toothseg")
@@ -175,12 +175,8 @@ def _check_outputs(out: Path, overwrite: bool) -> None:
 
 def write_metrics_csv(rows: list[dict[str, Any]], path: Path) -> None:
     """Write per-image rows (CSV_COLUMNS order) atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()})
+    write_csv(path, CSV_COLUMNS, ({k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()}
+                                  for r in rows))
 
 
 @dataclass(frozen=True)
@@ -278,13 +274,7 @@ def evaluate(pred_dir: str | Path, gt_dir: str | Path, out: str | Path | None = 
 
 def read_metrics_csv(path: str | Path) -> list[dict[str, Any]]:
     """Read a metrics.csv written by `evaluate` back into rows with float scores (for the report)."""
-    rows = []
-    with Path(path).open(newline="") as f:
-        for r in csv.DictReader(f):
-            for m in SCORES:
-                try:
-                    r[m] = float(r[m]) if r.get(m) not in (None, "") else float("nan")
-                except ValueError:
-                    r[m] = float("nan")
-            rows.append(r)
+    rows: list[dict[str, Any]] = list(read_csv(path))
+    for r in rows:
+        r.update({m: to_float(r.get(m)) for m in SCORES})
     return rows

@@ -21,8 +21,6 @@ import numpy as np
 from scipy import ndimage
 
 METRICS = ("dice", "iou", "hd", "hd95", "nsd")
-# Metrics where lower is better; the rest are in [0, 1], higher is better.
-DISTANCE_METRICS = ("hd", "hd95")
 _CROSS = ndimage.generate_binary_structure(2, 1)
 
 

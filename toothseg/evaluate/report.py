@@ -8,13 +8,12 @@ already exists is only replaced with ``overwrite``.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import html
 import json
 import logging
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import numpy as np
 from toothseg.atomic import atomic_write_text
 from toothseg.errors import ToothsegError
 from toothseg.run.family import Family, FoldDir, read_oof
+from toothseg.run.files import read_csv, to_float
 from toothseg.run.folder import RunDir, open_run, read_json
 
 log = logging.getLogger("toothseg")
@@ -30,20 +30,6 @@ OOF_METRICS = ("dice", "iou", "hd95")
 
 
 # ---------------------------------------------------------------- reading the run folder
-
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _float(v: Any) -> float:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return float("nan")
-
 
 def _json(path: Path) -> Any:
     try:
@@ -73,14 +59,14 @@ def read_training_log(path: Path) -> dict[str, list[tuple[float, float]]]:
     epoch independently.
     """
     per: dict[str, dict[float, float]] = defaultdict(dict)
-    for r in _read_csv(path):
-        epoch = _float(r.get("epoch"))
+    for r in read_csv(path) if path.is_file() else []:
+        epoch = to_float(r.get("epoch"))
         if not math.isfinite(epoch):
             continue
         for col, raw in r.items():
             if col in ("epoch", "step") or col is None:
                 continue
-            v = _float(raw)
+            v = to_float(raw)
             if math.isfinite(v):
                 per[col][epoch] = v
     return {c: sorted(d.items()) for c, d in per.items()}
@@ -149,12 +135,9 @@ def _section_dataset(run: RunDir) -> str:
         if summ:
             out += "<h3>Curation summary</h3>" + _table(
                 ["item", "value"], [[k, v if not isinstance(v, (dict, list)) else json.dumps(v)] for k, v in summ.items()])
-        uses: dict[str, int] = defaultdict(int)
-        reasons: dict[str, int] = defaultdict(int)
-        for item in cur.items.values():
-            uses["label-from (reuses a duplicate's label)" if item.label_from else item.use] += 1
-            if item.use != "train" and item.reason:
-                reasons[item.reason] += 1
+        uses = Counter("label-from (reuses a duplicate's label)" if d.label_from else d.use
+                       for d in cur.items.values())
+        reasons = Counter(d.reason for d in cur.items.values() if d.use != "train" and d.reason)
         if uses:
             out += "<h3>Decisions per image</h3>" + _table(["use", "images"], sorted(uses.items()), "num")
         if reasons:
@@ -167,9 +150,7 @@ def _section_dataset(run: RunDir) -> str:
         groups: dict[str, list[dict[str, str]]] = defaultdict(list)
         for d in dups:
             groups[d.get("group_id", "")].append(d)
-        sizes = defaultdict(int)
-        for g in groups.values():
-            sizes[len(g)] += 1
+        sizes = Counter(len(g) for g in groups.values())
         cross = sum(len({d.get("source") for d in g}) > 1 for g in groups.values())
         out += (f"<h3>Duplicates</h3><p>{len(groups)} duplicate groups holding {len(dups)} images; "
                 f"{cross} groups span more than one source.</p>"
@@ -183,9 +164,7 @@ def _section_dataset(run: RunDir) -> str:
         folds = {}
     if folds:
         def src_counts(keys: list[str]) -> str:
-            c: dict[str, int] = defaultdict(int)
-            for k in keys:
-                c[k.split("/", 1)[0]] += 1
+            c = Counter(k.split("/", 1)[0] for k in keys)
             return ", ".join(f"{s} {n}" for s, n in sorted(c.items()))
 
         out += "<h3>Folds</h3>" + _table(
@@ -210,7 +189,7 @@ def _section_cv(run: RunDir, tags: list[Family]) -> tuple[str, str, str]:
         if model:
             m = model.get("model") or {}
             desc = (f"<p>{_esc(m.get('name', ''))} / {_esc(m.get('encoder', ''))}, scale {_esc(model.get('scale', ''))}"
-                    + (f", CV Dice {_fmt(_float(model.get('cv_dice')))}" if model.get("cv_dice") is not None else "")
+                    + (f", CV Dice {_fmt(to_float(model.get('cv_dice')))}" if model.get("cv_dice") is not None else "")
                     + "</p>")
         oof = _oof_rows(tag)
         cv += f"<h3>{_esc(name)}</h3>{desc}"
@@ -247,8 +226,8 @@ def _section_evaluation(run: RunDir) -> tuple[str, str, list[dict[str, Any]], di
         tab = []
         for m, d in (summary.get("metrics") or {}).items():
             lo, hi = d.get("ci95", [None, None])
-            tab.append([m, _float(d.get("mean")), _float(d.get("median")), _float(d.get("std")),
-                        f"[{_fmt(_float(lo))}, {_fmt(_float(hi))}]"])
+            tab.append([m, to_float(d.get("mean")), to_float(d.get("median")), to_float(d.get("std")),
+                        f"[{_fmt(to_float(lo))}, {_fmt(to_float(hi))}]"])
         out += _table(["metric", "mean", "median", "std", "95% CI of the mean"], tab, "num")
         for key, label in (("missing", "Missing predictions"), ("failed", "Unusable predictions"),
                            ("extra", "Predictions without ground truth")):
@@ -279,7 +258,7 @@ def _section_pseudo(run: RunDir) -> str:
 
 def _threshold(run: RunDir) -> float:
     meta = _json(run.bundle_dir / "bundle.json")
-    t = _float(meta.get("threshold")) if isinstance(meta, dict) else float("nan")
+    t = to_float(meta.get("threshold")) if isinstance(meta, dict) else float("nan")
     return t if math.isfinite(t) and 0 < t < 1 else 0.5
 
 

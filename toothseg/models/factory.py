@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-import torch
 from torch import nn
 
 from toothseg.config import ModelConfig
@@ -79,13 +78,3 @@ def create_model(cfg: ModelConfig, load_weights: bool = True) -> nn.Module:
 def uses_encoder(cfg: ModelConfig) -> bool:
     """True for smp architectures, whose ``model.encoder`` matters; registered families bring their own."""
     return cfg.name.lower() in _SMP_ARCHS
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-@torch.no_grad()
-def smoke_forward(model: nn.Module, size: tuple[int, int] = (64, 128)) -> torch.Size:
-    model.eval()
-    return model(torch.zeros(1, 1, *size)).shape

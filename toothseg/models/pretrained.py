@@ -70,6 +70,25 @@ def cached_timm_weights(timm_name: str) -> Path | None:
     return None
 
 
+def weights_file(cfg: ModelConfig) -> Path:
+    """The file ``cfg.weights`` names: a local file, or with 'cache' the timm encoder's offline cache entry; a
+    `ConfigError` when it is not on disk (nothing is downloaded)."""
+    if cfg.weights == "cache":
+        if not cfg.encoder.startswith("tu-"):
+            raise ConfigError(f"weights 'cache' works with timm encoders ('tu-...'), not '{cfg.encoder}'; "
+                              "pass a local weights file instead")
+        path = cached_timm_weights(cfg.encoder[3:])
+        if path is None:
+            raise ConfigError(f"no cached weights for timm model '{cfg.encoder[3:]}' (looked in the Hugging Face "
+                              "cache, offline); download them on a connected machine or pass a local file")
+        return path
+    path = Path(str(cfg.weights)).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{path}: weights file not found; pass an existing .pth/.safetensors file or omit "
+                          "model.weights to train from scratch")
+    return path
+
+
 def load_pretrained(model: nn.Module, cfg: ModelConfig) -> None:
     """Load ``cfg.weights`` into ``model``: a whole-model state dict, or encoder weights (smp ``encoder.``-prefixed
     or bare timm keys). Raises `ConfigError` naming the file when weights are missing or do not fit."""
@@ -81,19 +100,7 @@ def load_pretrained(model: nn.Module, cfg: ModelConfig) -> None:
         own_loader(spec)
         return
     encoder = getattr(model, "encoder", None)
-    if spec == "cache":
-        if not cfg.encoder.startswith("tu-"):
-            raise ConfigError(f"weights 'cache' works with timm encoders ('tu-...'), not '{cfg.encoder}'; "
-                              "pass a local weights file instead")
-        path = cached_timm_weights(cfg.encoder[3:])
-        if path is None:
-            raise ConfigError(f"no cached weights for timm model '{cfg.encoder[3:]}' (looked in the Hugging Face "
-                              "cache, offline); download them on a connected machine or pass a local file")
-    else:
-        path = Path(spec).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"{path}: weights file not found; pass an existing .pth/.safetensors file or omit "
-                              "model.weights to train from scratch")
+    path = weights_file(cfg)
     sd = _read_state_dict(path)
     full = model.state_dict()
     if any(k in full for k in sd):  # a whole-model checkpoint

@@ -141,20 +141,6 @@ def _error_text(exc: BaseException, path: Path) -> str:
     return f"{path}: {exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
 
 
-class _Progress:
-    def __init__(self, total: int, every_s: float = 10.0) -> None:
-        self.total, self.every_s = total, every_s
-        self.t0 = self.last = time.perf_counter()
-        self.step = max(1, total // 20)
-
-    def update(self, done: int, failed: int) -> None:
-        now = time.perf_counter()
-        if done == self.total or done % self.step == 0 or now - self.last > self.every_s:
-            self.last = now
-            rate = done / max(now - self.t0, 1e-9)
-            log.info("predict: %d/%d images (%.2f/s)%s", done, self.total, rate, f", {failed} failed" if failed else "")
-
-
 class _BatchRun:
     """Runs a plan's images: reads ahead in threads, predicts in batches (a failing batch is retried image by
     image to isolate the culprit), writes in threads; every outcome lands in the plan's rows."""
@@ -164,8 +150,8 @@ class _BatchRun:
         self.predictor, self.plan, self.settings, self.opts = predictor, plan, settings, opts
         self.bs, self.n_workers = batch_size, n_workers
         self.window = max(2 * batch_size, 2 * n_workers)
-        self.progress = _Progress(len(plan.todo))
         self.done = self.failed = 0
+        self.t0 = self.last_log = time.perf_counter()
         self.reads: deque[tuple[int, Path, OutputPaths, Future]] = deque()
         self.writes: deque[tuple[int, Path, OutputPaths, Future]] = deque()
 
@@ -179,8 +165,13 @@ class _BatchRun:
         return write_outputs(paths, img, prob, mask, rec, self.opts.save_prob, self.opts.overlay)
 
     def _count(self) -> None:
+        """Progress every 5 % of the images, at the end and at least every 10 s."""
         self.done += 1
-        self.progress.update(self.done, self.failed)
+        now, total = time.perf_counter(), len(self.plan.todo)
+        if self.done == total or self.done % max(1, total // 20) == 0 or now - self.last_log > 10.0:
+            self.last_log = now
+            log.info("predict: %d/%d images (%.2f/s)%s", self.done, total, self.done / max(now - self.t0, 1e-9),
+                     f", {self.failed} failed" if self.failed else "")
 
     def _fail(self, i: int, path: Path, paths: OutputPaths, exc: BaseException) -> None:
         err = _error_text(exc, path)

@@ -12,10 +12,8 @@ This module reads, checks and writes that format (a tampered or hand-edited bund
 
 from __future__ import annotations
 
-import atexit
 import json
 import math
-import shutil
 import tempfile
 import zipfile
 import zlib
@@ -132,15 +130,7 @@ class Bundle:
         write_json(self.root / "bundle.json", self.meta)
 
 
-_EXTRACTED: list[Path] = []
-
-
-def _cleanup_extracted() -> None:
-    for p in _EXTRACTED:
-        shutil.rmtree(p, ignore_errors=True)
-
-
-atexit.register(_cleanup_extracted)
+_EXTRACTED: list[tempfile.TemporaryDirectory] = []  # extracted zips, removed when the process exits
 
 
 def _member_from_dict(d: dict, path: Path) -> Member:
@@ -193,8 +183,8 @@ def load_bundle(path: str | Path) -> Bundle:
     p = Path(path).expanduser()
     if p.is_file() and p.suffix.lower() == ".zip":
         try:
-            tmp = Path(tempfile.mkdtemp(prefix="toothseg-bundle-"))
-            _EXTRACTED.append(tmp)
+            _EXTRACTED.append(tempfile.TemporaryDirectory(prefix="toothseg-bundle-"))
+            tmp = Path(_EXTRACTED[-1].name)
             with zipfile.ZipFile(p) as zf:
                 if any(i.flag_bits & 0x1 for i in zf.infolist()):
                     raise InputError(p, "zip is encrypted (password-protected)",

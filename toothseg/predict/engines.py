@@ -34,16 +34,3 @@ class TorchRunner:
         with self.torch.inference_mode():
             logits = self.model(self.torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
             return self.torch.sigmoid(logits)[:, 0].float().numpy()
-
-
-def torch_runner(model_cfg: dict, state: dict, threads: int | None = None) -> TorchRunner:
-    """Build a member network from its ModelConfig dict and plain state dict."""
-    import torch
-
-    from toothseg.config import ModelConfig
-    from toothseg.models.factory import create_model
-
-    torch.set_num_threads(cpu_threads(threads))
-    net = create_model(ModelConfig(**model_cfg), load_weights=False)
-    net.load_state_dict(state, strict=True)
-    return TorchRunner(net)

@@ -15,17 +15,15 @@ else is redone, so an interrupted run never leaves a broken result that a re-run
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from toothseg.atomic import atomic_path
 from toothseg.data.io import write_png
 from toothseg.predict.postprocess import count_components
-from toothseg.run.folder import read_json, write_json
+from toothseg.run.files import read_json, write_csv, write_json
 
 SUMMARY_FIELDS = ["stem", "input", "status", "height", "width", "tooth_area_px", "tooth_area_fraction",
                   "n_components", "mean_confidence", "error"]
@@ -175,10 +173,5 @@ def write_summary(out: Path, rows: list[dict]) -> Path:
         rec = previous_record(OutputPaths(out, stem))
         if isinstance(rec, dict):
             earlier.append(summary_row(stem, rec.get("input", ""), "ok", rec))
-    with atomic_path(path) as tmp:
-        with tmp.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=SUMMARY_FIELDS)
-            w.writeheader()
-            w.writerows(rows)
-            w.writerows(earlier)
+    write_csv(path, SUMMARY_FIELDS, [*rows, *earlier])
     return path

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -25,6 +24,7 @@ from toothseg.pseudo.pool import unlabelled_pool
 from toothseg.pseudo.select import check_selection, select
 from toothseg.run.folder import RunDir, open_run, setup_logging
 from toothseg.run.pseudo_labels import PseudoLabels, PseudoRow
+from toothseg.suggest.scoring import member_views
 
 log = logging.getLogger("toothseg")
 
@@ -56,14 +56,6 @@ def teacher_cv_dice(bundle_meta: dict) -> float | None:
     oof = bundle_meta.get("oof") or {}
     d = oof.get("dice_with_postprocess", oof.get("dice_tuned_threshold"))
     return float(d) if d is not None else None
-
-
-def teacher_members(pred: Any, img: np.ndarray, hflip: bool) -> np.ndarray:
-    """(M, H, W) member probabilities at the image's size; with ``hflip`` each fold member also sees the mirror."""
-    members = list(pred.predict_members(img))
-    if hflip:
-        members += [m[:, ::-1] for m in pred.predict_members(np.ascontiguousarray(img[:, ::-1]))]
-    return np.stack(members).astype(np.float32)
 
 
 def _resolve_teacher(run: RunDir, teacher: str | None, out: Path) -> tuple[str, Path]:
@@ -141,7 +133,7 @@ def pseudo_label(run: str | Path, teacher: str | None = None, out: str | Path | 
             failed[s.key] = str(exc)
             log.warning("pseudo-label: %s", exc)
             continue
-        members = teacher_members(pred, img, hflip)
+        members = member_views(pred, img, hflip)
         fused = fuse(list(members), weights)
         hard = postprocess(fused > thr, pp["min_component"], pp["fill_holes"])
         write_png(labels.soft(s.key),

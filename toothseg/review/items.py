@@ -6,14 +6,14 @@ tampered worklist cannot make the server write outside its dataset folder.
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from toothseg.errors import InputError
+from toothseg.predict.outputs import OutputPaths, previous_record
+from toothseg.run.files import read_csv
 from toothseg.suggest.worklist import read_worklist
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
@@ -87,22 +87,15 @@ def from_predictions(folder: Path) -> tuple[list[Item], dict]:
     if not summary.is_file():
         raise InputError(folder, "no summary.csv", "pass a folder written by 'toothseg predict'")
     rows, bundle = [], None
-    with summary.open(newline="") as f:
-        for r in csv.DictReader(f):
-            if r.get("status") not in ("ok", "skipped") or not r.get("input"):
-                continue
-            stem = r["stem"]
-            rec_path = folder / "json" / f"{stem}.json"
-            rec = {}
-            if rec_path.is_file():
-                try:
-                    rec = json.loads(rec_path.read_text())
-                except ValueError:
-                    rec = {}
-            bundle = bundle or rec.get("bundle")
-            rows.append({"key": f"{folder.resolve().name}/{stem}", "source": folder.resolve().name, "image_id": stem,
-                         "image_path": r["input"], "prediction": str(folder / "masks" / f"{stem}.png"),
-                         "mean_confidence": rec.get("mean_confidence"), "mean_certainty": rec.get("mean_certainty")})
+    for r in read_csv(summary):
+        if r.get("status") not in ("ok", "skipped") or not r.get("input"):
+            continue
+        stem = r["stem"]
+        rec = previous_record(OutputPaths(folder, stem)) or {}
+        bundle = bundle or rec.get("bundle")
+        rows.append({"key": f"{folder.resolve().name}/{stem}", "source": folder.resolve().name, "image_id": stem,
+                     "image_path": r["input"], "prediction": str(folder / "masks" / f"{stem}.png"),
+                     "mean_confidence": rec.get("mean_confidence"), "mean_certainty": rec.get("mean_certainty")})
     if not rows:
         raise InputError(summary, "no predicted image listed", "run 'toothseg predict' into this folder first")
     return _unique(rows, summary), {"predictions": str(folder.resolve()), "bundle": bundle}

@@ -18,13 +18,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from toothseg.atomic import atomic_path
 from toothseg.data.io import read_image, read_mask, write_png
 from toothseg.errors import InputError, ToothsegError
 from toothseg.review.items import Item
 from toothseg.run.folder import read_json, write_json
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-DECISIONS = ("accepted", "rejected", "skipped")
 LOG_FIELDS = ["time", "user", "id", "key", "decision", "image", "prediction", "bundle", "changed_px", "mask"]
 
 
@@ -130,15 +130,10 @@ class Session:
         changed = int((mask != self.prediction(item_id, img.shape)).sum())
         with self._lock:
             self._retire(it)
-            img_out = self.out / "images" / f"{it.name}{it.image_path.suffix.lower()}"
-            img_out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = img_out.with_name(img_out.name + ".tmp")
-            shutil.copyfile(it.image_path, tmp)
-            tmp.replace(img_out)
+            with atomic_path(self.out / "images" / f"{it.name}{it.image_path.suffix.lower()}") as tmp:
+                shutil.copyfile(it.image_path, tmp)
             mask_out = self.out / "masks" / f"{it.name}.png"
-            tmp_mask = mask_out.with_name(f".{it.name}.tmp.png")
-            write_png(tmp_mask, mask)
-            tmp_mask.replace(mask_out)
+            write_png(mask_out, mask)  # atomic
             return self._record(it, "accepted", changed, mask_out)
 
     def decide(self, item_id: str, decision: str) -> dict:

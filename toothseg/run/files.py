@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +36,22 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
-def write_csv(path: Path, header: list[str], rows: Iterable[list]) -> None:
+def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence | Mapping]) -> None:
+    """A CSV with ``header``; a mapping row is written in header order (missing cells empty, other keys ignored)."""
     with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(header)
-        w.writerows(rows)
+        w.writerows([r.get(c, "") for c in header] if isinstance(r, Mapping) else r for r in rows)
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
     with Path(path).open(newline="") as f:
         return list(csv.DictReader(f))
+
+
+def to_float(v: Any) -> float:
+    """A CSV/JSON cell as a number; empty or unparseable cells are NaN."""
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")

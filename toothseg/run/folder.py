@@ -12,7 +12,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from toothseg.atomic import atomic_path
 from toothseg.config import Config, load_config, save_config
 from toothseg.data.layout import Dataset, Sample, read_index, write_index
 from toothseg.errors import InputError, ToothsegError
@@ -82,8 +81,7 @@ class RunDir:
         return read_index(self.require(self.samples, "prepare"))
 
     def write_samples(self, ds: Dataset) -> None:
-        with atomic_path(self.samples) as tmp:
-            write_index(ds, tmp)
+        write_index(ds, self.samples)  # atomic itself
 
     def read_curation(self) -> Curation:
         """``curation.json``; a run without one (hand-made) counts every sample as usable."""

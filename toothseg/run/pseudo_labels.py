@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toothseg.run.files import Child, key_png, read_csv, read_json, write_csv, write_json
+from toothseg.run.files import Child, key_png, read_csv, read_json, to_float, write_csv, write_json
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class PseudoLabels:
     def read_scores(self) -> list[PseudoRow]:
         rows = read_csv(self.scores_csv)
         return [PseudoRow(r["key"], str(r.get("selected", "")).strip().lower() in ("1", "true"),
-                          {c: _float(v) for c, v in r.items() if c not in ("key", "selected")}) for r in rows]
+                          {c: to_float(v) for c, v in r.items() if c not in ("key", "selected")}) for r in rows]
 
     def write_scores(self, rows: list[PseudoRow], names: list[str]) -> None:
         """``names``: the score columns after ``score``, in order."""
@@ -58,10 +58,3 @@ class PseudoLabels:
 
     def write_info(self, info: dict[str, Any]) -> None:
         write_json(self.info_file, info)
-
-
-def _float(v: str | None) -> float:
-    try:
-        return float(v)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return float("nan")

@@ -10,13 +10,15 @@ from typing import Any
 
 import numpy as np
 
+from toothseg.predict.fusion import fuse
 from toothseg.pseudo.confidence import agreement, entropy
 
 
-def member_views(predictor: Any, img: np.ndarray) -> np.ndarray:
-    """(M, H, W) probabilities: every bundle member on the image and on its mirror (mapped back)."""
+def member_views(predictor: Any, img: np.ndarray, hflip: bool = True) -> np.ndarray:
+    """(M, H, W) probabilities: every bundle member on the image and, with ``hflip``, on its mirror (mapped back)."""
     views = list(predictor.predict_members(img))
-    views += [m[:, ::-1] for m in predictor.predict_members(np.ascontiguousarray(img[:, ::-1]))]
+    if hflip:
+        views += [m[:, ::-1] for m in predictor.predict_members(np.ascontiguousarray(img[:, ::-1]))]
     return np.stack(views).astype(np.float32)
 
 
@@ -26,8 +28,7 @@ def uncertainty(views: np.ndarray, weights: list[float] | None = None, threshold
     v = np.asarray(views, dtype=np.float32)
     if v.ndim != 3 or v.shape[0] < 2:
         raise ValueError(f"need (M >= 2, H, W) member views, got shape {v.shape}")
-    w = np.full(v.shape[0], 1.0 / v.shape[0]) if weights is None else np.asarray(weights, np.float64) / np.sum(weights)
-    fused = np.tensordot(w.astype(np.float32), v, axes=1)
+    fused = fuse(list(v), weights)
     dis = 1.0 - agreement(v, fused, threshold)
     ent = 1.0 - entropy(v, fused, threshold)
     return {"score": 0.5 * (dis + ent), "disagreement": dis, "entropy": ent,
@@ -35,6 +36,4 @@ def uncertainty(views: np.ndarray, weights: list[float] | None = None, threshold
 
 
 def fused_map(views: np.ndarray, weights: list[float] | None = None) -> np.ndarray:
-    v = np.asarray(views, dtype=np.float32)
-    w = np.full(v.shape[0], 1.0 / v.shape[0]) if weights is None else np.asarray(weights, np.float64) / np.sum(weights)
-    return np.clip(np.tensordot(w.astype(np.float32), v, axes=1), 0.0, 1.0)
+    return np.clip(fuse(list(views), weights), 0.0, 1.0)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from toothseg.atomic import atomic_path
 from toothseg.config import Config
 from toothseg.data.io import read_image, write_png
 from toothseg.data.layout import Sample
@@ -28,8 +29,6 @@ from toothseg.suggest.strategy import DEFAULT, Pick, check_strategy, pick
 from toothseg.suggest.worklist import write_worklist
 
 log = logging.getLogger("toothseg")
-
-SCORE_KEYS = ("score", "disagreement", "entropy", "tooth_fraction")
 
 
 def _cache_file(cache: Path, s: Sample) -> Path:
@@ -48,10 +47,8 @@ def _load_cached(path: Path, stamp: str, need_scores: bool) -> dict | None:
 
 
 def _save_cached(path: Path, stamp: str, rec: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, stamp=np.array(stamp), **{k: np.asarray(v) for k, v in rec.items()})
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, stamp=np.array(stamp), **{k: np.asarray(v) for k, v in rec.items()})
 
 
 def _labelled_for_training(rd: RunDir) -> list[Sample]:

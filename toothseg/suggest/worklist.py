@@ -9,13 +9,11 @@ the JSON's ``strategy`` records.
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
-from toothseg.atomic import atomic_path
 from toothseg.errors import InputError
-from toothseg.run.folder import write_json
+from toothseg.run.files import write_csv, write_json
 
 FIELDS = ["rank", "key", "image_path", "prediction", "score", "disagreement", "entropy", "uncertainty_rank",
           "distance", "reason"]
@@ -23,12 +21,8 @@ FIELDS = ["rank", "key", "image_path", "prediction", "score", "disagreement", "e
 
 def write_worklist(csv_path: Path, meta: dict, items: list[dict]) -> Path:
     """Write ``csv_path`` and the JSON beside it (same stem); returns the JSON path."""
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(csv_path) as tmp, tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
-        w.writeheader()
-        for it in items:
-            w.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in it.items()})
+    write_csv(csv_path, FIELDS, ({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in it.items()}
+                                 for it in items))
     json_path = csv_path.with_suffix(".json")
     write_json(json_path, {**meta, "items": items})
     return json_path

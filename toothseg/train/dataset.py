@@ -44,21 +44,12 @@ class TrainItem:
     weight: float = 1.0
     confidence_path: Path | None = None
 
-    @property
-    def source(self) -> str:
-        return self.key.split("/", 1)[0]
-
-    @property
-    def image_id(self) -> str:
-        return self.key.split("/", 1)[-1]
-
 
 def load_target(item: TrainItem, shape: tuple[int, int]) -> tuple[np.ndarray, bool]:
     """Read the item's target at the image's size: (uint8 0..255 array, is_hard)."""
     if item.soft_path is not None:
-        soft = read_image(item.soft_path)
+        tgt = read_image(item.soft_path)
         path, hard = item.soft_path, False
-        tgt = soft
     elif item.mask_path is not None:
         tgt = read_mask(item.mask_path).astype(np.uint8) * 255
         path, hard = item.mask_path, True

@@ -65,17 +65,10 @@ def resolve_config(rd: RunDir, preset: str | None, overrides: list[str] | None, 
 
 def check_weights(mcfg: ModelConfig) -> None:
     """Requested pretrained weights must already be on disk (a file or the offline timm/HF cache)."""
-    from toothseg.models.pretrained import cached_timm_weights
+    from toothseg.models.pretrained import weights_file
 
-    if not mcfg.weights:
-        return
-    if mcfg.weights == "cache":
-        if not mcfg.encoder.startswith("tu-") or cached_timm_weights(mcfg.encoder[3:]) is None:
-            raise ConfigError(f"model.weights=cache: no cached weights for encoder '{mcfg.encoder}' (looked in the "
-                              "Hugging Face cache, offline); download them on a connected machine or pass a file")
-    elif not Path(mcfg.weights).expanduser().is_file():
-        raise ConfigError(f"{mcfg.weights}: weights file not found; pass an existing .pth/.safetensors file or "
-                          "omit model.weights to train from scratch")
+    if mcfg.weights:
+        weights_file(mcfg)
 
 
 def select_folds(folds: Folds, fold: int | str) -> list[int]:

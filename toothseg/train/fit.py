@@ -16,6 +16,7 @@ import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, fields
+from datetime import timedelta
 from pathlib import Path
 
 import lightning as L
@@ -66,14 +67,12 @@ class FitResult:
                 for k, v in asdict(self).items()}
 
     @classmethod
-    def from_json(cls, d: dict, base: Path | None = None) -> "FitResult":
-        """Read fit.json; with ``base`` (its folder) every path is anchored there, including the absolute paths
-        older versions wrote (all of them name files directly in the fold folder). Keys it no longer has (older
+    def from_json(cls, d: dict, base: Path) -> "FitResult":
+        """Read fit.json; every path is anchored at ``base`` (its folder), including the absolute paths older
+        versions wrote (all of them name files directly in the fold folder). Keys it no longer has (older
         versions' ``last_ckpt``) are ignored."""
         paths = {"out_dir", "best_ckpt", "metrics_csv"}
         d = {k: v for k, v in d.items() if k in {f.name for f in fields(cls)}}
-        if base is None:
-            return cls(**{k: Path(v) if k in paths else v for k, v in d.items()})
         base = Path(base)
         return cls(**{k: (base if k == "out_dir" else base / Path(v).name) if k in paths else v
                       for k, v in d.items()})
@@ -97,13 +96,6 @@ def resolve_precision(precision: str, accelerator: str) -> str:
 
 def _on_gpu(accelerator: str) -> bool:
     return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-
-
-def lightning_max_time(hhmmss: str | None) -> dict[str, int] | None:
-    if hhmmss is None:
-        return None
-    secs = parse_hhmmss(hhmmss)
-    return {"hours": secs // 3600, "minutes": secs % 3600 // 60, "seconds": secs % 60}
 
 
 def has_checkpoints(out_dir: Path) -> bool:
@@ -222,7 +214,8 @@ def fit_model(cfg: Config, train_items: list[TrainItem], val_items: list[TrainIt
         callbacks.append(planner)
     precision = resolve_precision(tcfg.precision, tcfg.accelerator)
     trainer = L.Trainer(
-        max_epochs=n_epochs, max_steps=tcfg.max_steps, max_time=lightning_max_time(budget),
+        max_epochs=n_epochs, max_steps=tcfg.max_steps,
+        max_time=timedelta(seconds=parse_hhmmss(budget)) if budget else None,
         accelerator=tcfg.accelerator, devices=tcfg.devices, num_nodes=tcfg.num_nodes, strategy=tcfg.strategy,
         precision=precision, accumulate_grad_batches=tcfg.accumulate,
         gradient_clip_val=tcfg.grad_clip or None, limit_train_batches=tcfg.limit_train_batches,

@@ -3,10 +3,9 @@ one ``metrics.csv`` with a row per epoch: ``epoch,step,train_loss,val_loss,val_d
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
-from toothseg.atomic import atomic_path
+from toothseg.run.files import read_csv, write_csv
 
 COLUMNS = ("epoch", "step", "train_loss", "val_loss", "val_dice", "val_iou", "lr")
 _SOURCE = {"train_loss": ("train_loss_epoch", "train_loss"), "val_loss": ("val_loss",), "val_dice": ("val_dice",),
@@ -22,23 +21,18 @@ def flatten_metrics(log_root: Path, out_csv: Path) -> list[dict]:
     """Merge every ``log_root/version_*/metrics.csv``; later versions (a resumed run) win for the same epoch."""
     per_epoch: dict[int, dict] = {}
     for f in sorted(Path(log_root).glob("version_*/metrics.csv"), key=_version_key):
-        with f.open(newline="") as fh:
-            for r in csv.DictReader(fh):
-                if not r.get("epoch"):
-                    continue
-                e = int(float(r["epoch"]))
-                row = per_epoch.setdefault(e, {"epoch": e})
-                if r.get("step"):
-                    row["step"] = max(int(float(r["step"])), int(row.get("step", 0)))
-                for col, names in _SOURCE.items():
-                    for n in names:
-                        if r.get(n):
-                            row[col] = float(r[n])
-                            break
+        for r in read_csv(f):
+            if not r.get("epoch"):
+                continue
+            e = int(float(r["epoch"]))
+            row = per_epoch.setdefault(e, {"epoch": e})
+            if r.get("step"):
+                row["step"] = max(int(float(r["step"])), int(row.get("step", 0)))
+            for col, names in _SOURCE.items():
+                for n in names:
+                    if r.get(n):
+                        row[col] = float(r[n])
+                        break
     rows = [per_epoch[e] for e in sorted(per_epoch)]
-    with atomic_path(out_csv) as tmp, tmp.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=COLUMNS)
-        w.writeheader()
-        for r in rows:
-            w.writerow({c: r.get(c, "") for c in COLUMNS})
+    write_csv(out_csv, COLUMNS, rows)
     return rows
