@@ -81,7 +81,7 @@ def test_budget_is_used_and_the_partial_last_epoch_is_validated(tmp_path, monkey
     cost = FakeCost()
     monkeypatch.setattr(phases, "CLOCK", cost.clock)
     monkeypatch.setattr(budget, "MARGIN_S", 0.5)  # scaled down with this 60 s budget of 1 s steps
-    monkeypatch.setattr(fit, "lightning_max_time", lambda _: None)  # the real-time hard stop: not on the fake clock
+    monkeypatch.setattr(fit, "hard_stop", lambda _: None)  # the real-time hard stop: not on the fake clock
     final = FinalState()
     res = fit_model(cfg, train, val, run / "f", max_time="00:01:00", epochs=1000, callbacks=[cost, final])
     info = json.loads((run / "f" / "budget.json").read_text())
@@ -101,7 +101,7 @@ def test_budget_survives_resume(tmp_path, monkeypatch):
     cost = FakeCost()
     monkeypatch.setattr(phases, "CLOCK", cost.clock)
     monkeypatch.setattr(budget, "MARGIN_S", 0.5)
-    monkeypatch.setattr(fit, "lightning_max_time", lambda _: None)
+    monkeypatch.setattr(fit, "hard_stop", lambda _: None)
     with pytest.raises(RuntimeError, match="killed"):
         fit_model(cfg, train, val, run / "f", max_time="00:00:40", epochs=1000, callbacks=[cost, Crash(10)])
     spent = torch.load(run / "f" / "last.ckpt", map_location="cpu", weights_only=False)["callbacks"]

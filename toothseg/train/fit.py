@@ -121,6 +121,11 @@ def _init_weights(module: SegModule, mcfg: ModelConfig, init_weights: Path | Non
         own(mcfg.weights) if callable(own) else load_pretrained(module.model, mcfg)
 
 
+def hard_stop(budget: str | None) -> timedelta | None:
+    """Lightning's real-time Timer: the stop that holds even when the budget planner's estimates are off."""
+    return timedelta(seconds=parse_hhmmss(budget)) if budget else None
+
+
 def fit_model(cfg: Config, train_items: list[TrainItem], val_items: list[TrainItem], out_dir: Path,
               init_weights: Path | None = None, max_time: str | None = None, resume: bool = False,
               epochs: int | None = None, *, model_cfg: ModelConfig | None = None,
@@ -215,7 +220,7 @@ def fit_model(cfg: Config, train_items: list[TrainItem], val_items: list[TrainIt
     precision = resolve_precision(tcfg.precision, tcfg.accelerator)
     trainer = L.Trainer(
         max_epochs=n_epochs, max_steps=tcfg.max_steps,
-        max_time=timedelta(seconds=parse_hhmmss(budget)) if budget else None,
+        max_time=hard_stop(budget),
         accelerator=tcfg.accelerator, devices=tcfg.devices, num_nodes=tcfg.num_nodes, strategy=tcfg.strategy,
         precision=precision, accumulate_grad_batches=tcfg.accumulate,
         gradient_clip_val=tcfg.grad_clip or None, limit_train_batches=tcfg.limit_train_batches,
