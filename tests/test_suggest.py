@@ -173,7 +173,10 @@ def test_suggest_resumes_from_its_cache(pool_run: Path, monkeypatch: pytest.Monk
 
     first = mod.suggest(pool_run, n=3, out=pool_run / "wl" / "a.csv", threads=1)
     calls = []
-    monkeypatch.setattr(mod, "member_views", lambda *a, **k: calls.append(1) or (_ for _ in ()).throw(AssertionError))
+    from toothseg.predict.predictor import Predictor
+
+    monkeypatch.setattr(Predictor, "member_views",
+                        lambda *a, **k: calls.append(1) or (_ for _ in ()).throw(AssertionError))
     again = mod.suggest(pool_run, n=3, out=pool_run / "wl" / "a.csv", threads=1)
     assert not calls
     assert [i["key"] for i in json.loads(Path(first["json"]).read_text())["items"]] == \

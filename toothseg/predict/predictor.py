@@ -162,6 +162,14 @@ class Predictor:
         """Each member's probability (after TTA) at original size, in member order (see ``member_names``)."""
         return [p[0] for _, p in self.iter_members([self.prepare(img_u8)])]
 
+    def member_views(self, img_u8: np.ndarray, hflip: bool = True) -> np.ndarray:
+        """(M, H, W) float32: each member on the image and, with ``hflip``, on its mirror (mapped back); the views
+        whose spread pseudo-label confidence and suggest's uncertainty measure."""
+        views = self.predict_members(img_u8)
+        if hflip:
+            views += [m[:, ::-1] for m in self.predict_members(np.ascontiguousarray(img_u8[:, ::-1]))]
+        return np.stack(views).astype(np.float32)
+
     @property
     def member_names(self) -> list[str]:
         return [n.name for n in self.nets]

@@ -24,7 +24,6 @@ from toothseg.pseudo.pool import unlabelled_pool
 from toothseg.pseudo.select import check_selection, select
 from toothseg.run.folder import RunDir, open_run, setup_logging
 from toothseg.run.pseudo_labels import PseudoLabels, PseudoRow
-from toothseg.suggest.scoring import member_views
 
 log = logging.getLogger("toothseg")
 
@@ -133,7 +132,7 @@ def pseudo_label(run: str | Path, teacher: str | None = None, out: str | Path | 
             failed[s.key] = str(exc)
             log.warning("pseudo-label: %s", exc)
             continue
-        members = member_views(pred, img, hflip)
+        members = pred.member_views(img, hflip)
         fused = fuse(list(members), weights)
         hard = postprocess(fused > thr, pp["min_component"], pp["fill_holes"])
         write_png(labels.soft(s.key),

@@ -6,20 +6,10 @@ pseudo-label confidences (`toothseg.pseudo.confidence`), so one definition serve
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from toothseg.predict.fusion import fuse
 from toothseg.pseudo.confidence import agreement, entropy
-
-
-def member_views(predictor: Any, img: np.ndarray, hflip: bool = True) -> np.ndarray:
-    """(M, H, W) probabilities: every bundle member on the image and, with ``hflip``, on its mirror (mapped back)."""
-    views = list(predictor.predict_members(img))
-    if hflip:
-        views += [m[:, ::-1] for m in predictor.predict_members(np.ascontiguousarray(img[:, ::-1]))]
-    return np.stack(views).astype(np.float32)
 
 
 def uncertainty(views: np.ndarray, weights: list[float] | None = None, threshold: float = 0.5) -> dict[str, float]:

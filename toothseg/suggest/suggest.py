@@ -24,7 +24,7 @@ from toothseg.pseudo.pool import unlabelled_pool
 from toothseg.run.folder import RunDir, open_run, setup_logging
 from toothseg.suggest.diversity import one_per_group
 from toothseg.suggest.features import image_features
-from toothseg.suggest.scoring import fused_map, member_views, uncertainty
+from toothseg.suggest.scoring import fused_map, uncertainty
 from toothseg.suggest.strategy import DEFAULT, Pick, check_strategy, pick
 from toothseg.suggest.worklist import write_worklist
 
@@ -115,7 +115,7 @@ def suggest(run: str | Path, n: int = 50, out: str | Path | None = None, bundle:
                 failed[s.key] = str(exc)
                 log.warning("suggest: skipped %s", exc)
                 continue
-            views = member_views(pred, img)
+            views = pred.member_views(img)
             rec = {**uncertainty(views, weights, pred.threshold), "features": image_features(pred, img)}
             write_png(mask_path, pred.to_mask(fused_map(views, weights)))
             _save_cached(cpath, stamp, rec)
