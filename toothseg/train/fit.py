@@ -219,8 +219,7 @@ def fit_model(cfg: Config, train_items: list[TrainItem], val_items: list[TrainIt
         callbacks.append(planner)
     precision = resolve_precision(tcfg.precision, tcfg.accelerator)
     trainer = L.Trainer(
-        max_epochs=n_epochs, max_steps=tcfg.max_steps,
-        max_time=hard_stop(budget),
+        max_epochs=n_epochs, max_steps=tcfg.max_steps, max_time=hard_stop(budget),
         accelerator=tcfg.accelerator, devices=tcfg.devices, num_nodes=tcfg.num_nodes, strategy=tcfg.strategy,
         precision=precision, accumulate_grad_batches=tcfg.accumulate,
         gradient_clip_val=tcfg.grad_clip or None, limit_train_batches=tcfg.limit_train_batches,
