@@ -193,10 +193,12 @@ class SegModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         # On CPU torch's default AdamW loops over the parameter tensors in Python (about a tenth of a small-image
-        # step); the fused kernel does the same update in one pass. Elsewhere the default stays: Lightning cannot
-        # clip the gradients of a fused optimizer under 16-bit gradient scaling.
+        # step); the fused kernel does the same update in one pass. Not under mixed precision (bf16 included):
+        # Lightning refuses to clip the gradients of a fused optimizer there, as it would under gradient scaling.
+        precision = str(self._trainer.precision) if self._trainer is not None else "32-true"
+        fused = self.device.type == "cpu" and "mixed" not in precision
         opt = torch.optim.AdamW(self.parameters(), lr=self.tcfg.lr, weight_decay=self.tcfg.weight_decay,
-                                fused=True if self.device.type == "cpu" else None)
+                                fused=True if fused else None)
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda step: lr_factor(step, self.warmup_steps, max(self.total_steps, 1), self.tcfg.schedule))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
