@@ -19,9 +19,9 @@ def _val_epochs(metrics_csv) -> list[int]:
     return [int(r["epoch"]) for r in csv.DictReader(open(metrics_csv)) if r.get("val_dice")]
 
 
-def _fit(tmp_path, val_every: int, epochs: int):
+def _fit(tmp_path, val_every: int, epochs: int, extra: tuple[str, ...] = ()):
     run, _ = make_run(tmp_path, n=8, overrides=["train.batch_size=4", "train.augment=none", "train.threads=1",
-                                                f"train.val_every={val_every}"])
+                                                f"train.val_every={val_every}", *extra])
     rd = open_run(run)
     train, val = split_items(labelled_items(rd), rd.read_folds()[0], rd.folds)
     return fit_model(load_config(rd.config), train, val, run / "f", epochs=epochs)
@@ -40,6 +40,13 @@ def test_a_run_shorter_than_the_interval_still_validates_its_final_weights(tmp_p
     res = _fit(tmp_path, val_every=10, epochs=2)
     assert _val_epochs(res.metrics_csv) == [1]
     assert res.best_val_dice is not None
+
+
+def test_bf16_training_on_cpu_clips_gradients_with_the_unfused_adamw(tmp_path):
+    # Lightning refuses to clip a fused optimizer's gradients under mixed precision; the cpu preset on a bf16 CPU
+    # (clipping on, bf16-mixed) must still train.
+    res = _fit(tmp_path, val_every=1, epochs=1, extra=("train.precision=bf16-mixed", "train.grad_clip=1.0"))
+    assert res.epochs == 1 and res.best_val_dice is not None
 
 
 def test_cpu_training_uses_the_fused_adamw_with_the_same_update():
