@@ -8,6 +8,7 @@ EfficientNetV2 in torch 2.14 it gives the same graph quality in ~1 s per model i
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
 from pathlib import Path
@@ -22,20 +23,6 @@ from toothseg.predict.onnx_engine import INPUT_NAME, OUTPUT_NAME
 log = logging.getLogger("toothseg")
 
 
-def _with_sigmoid(net):
-    import torch
-
-    class ProbNet(torch.nn.Module):
-        def __init__(self, inner: torch.nn.Module) -> None:
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return torch.sigmoid(self.inner(x))
-
-    return ProbNet(net).eval()
-
-
 def export_member(net, size: tuple[int, int], path: Path, opset: int = 17) -> Path:
     """Export one network (logits) as an ONNX graph that outputs probabilities, then check it with onnx.checker."""
     import onnx
@@ -44,8 +31,9 @@ def export_member(net, size: tuple[int, int], path: Path, opset: int = 17) -> Pa
     dummy = torch.zeros(1, 1, *size)
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
-        torch.onnx.export(_with_sigmoid(net), (dummy,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, opset_version=opset,
+        torch.onnx.export(torch.nn.Sequential(net, torch.nn.Sigmoid()).eval(), (dummy,), str(tmp),
+                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset,
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
                           dynamo=False, do_constant_folding=True)
         onnx.checker.check_model(str(tmp))
     return path
@@ -86,7 +74,7 @@ def export(bundle: str | Path, format: str = "onnx", out: str | Path | None = No
             rel = str(target.resolve().relative_to(b.root.resolve()))
         except ValueError:
             rel = str(target.resolve())
-        b.members[i] = type(m)(**{**m.__dict__, "onnx": rel})
+        b.members[i] = dataclasses.replace(m, onnx=rel)
         paths.append(target)
         log.info("exported %s -> %s", m.name, target)
     b.meta["onnx"] = {"opset": opset, "exporter": "torch.onnx (TorchScript)", "dynamic": ["batch"]}
