@@ -147,10 +147,8 @@ def write_outputs(paths: OutputPaths, img_u8: np.ndarray, prob: np.ndarray, mask
 
 def summary_row(stem: str, path: Path | str, status: str, record: dict | None = None, error: str = "") -> dict:
     r = record or {}
-    return {"stem": stem, "input": str(path), "status": status, "height": r.get("height", ""),
-            "width": r.get("width", ""), "tooth_area_px": r.get("tooth_area_px", ""),
-            "tooth_area_fraction": r.get("tooth_area_fraction", ""), "n_components": r.get("n_components", ""),
-            "mean_confidence": "" if r.get("mean_confidence") is None else r["mean_confidence"], "error": error}
+    numbers = {k: "" if r.get(k) is None else r[k] for k in SUMMARY_FIELDS[3:-1]}  # height ... mean_confidence
+    return {"stem": stem, "input": str(path), "status": status, **numbers, "error": error}
 
 
 def previous_record(paths: OutputPaths) -> dict | None:
