@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 
 from toothseg.errors import ConfigError
@@ -39,7 +40,5 @@ def review(source: str | Path, port: int = 8765, host: str = "127.0.0.1", out: s
         uvicorn.run(create_app(session), host=host, port=int(port), log_level="warning")
     except KeyboardInterrupt:  # Ctrl+C is how a review ends; every decision is already on disk
         pass
-    counts: dict[str, int] = {}
-    for rec in session.state.values():
-        counts[rec["decision"]] = counts.get(rec["decision"], 0) + 1
-    return {"out": str(session.out), "decisions": counts, "url": url}
+    counts = Counter(rec["decision"] for rec in session.state.values())
+    return {"out": str(session.out), "decisions": dict(counts), "url": url}

@@ -91,23 +91,17 @@ class Session:
         self._save_state()
 
     # ---------------------------------------------------------------------------------------------- reading
-    def get(self, item_id: str) -> Item:
-        it = self.items.get(item_id)
-        if it is None:
-            raise KeyError(item_id)
-        return it
-
     def listing(self) -> list[dict]:
         return [{"id": i, "key": self.items[i].key, "name": self.items[i].name, "scores": self.items[i].scores,
                  "reason": self.items[i].reason, "status": self.state.get(i, {}).get("decision", "todo")}
                 for i in self.order]
 
     def image(self, item_id: str) -> np.ndarray:
-        return read_image(self.get(item_id).image_path)
+        return read_image(self.items[item_id].image_path)
 
     def prediction(self, item_id: str, shape: tuple[int, int]) -> np.ndarray:
         """The predicted mask at the image's size (empty when there is none)."""
-        p = self.get(item_id).prediction
+        p = self.items[item_id].prediction
         if p is None or not p.is_file():
             return np.zeros(shape, bool)
         m = read_mask(p)
@@ -117,14 +111,14 @@ class Session:
 
     def current_mask(self, item_id: str, shape: tuple[int, int]) -> np.ndarray:
         """The accepted mask if there is one, else the prediction: what the page starts editing from."""
-        st = self.state.get(item_id, {})
-        if st.get("decision") == "accepted" and (self.out / "masks" / f"{self.get(item_id).name}.png").is_file():
-            return read_mask(self.out / "masks" / f"{self.get(item_id).name}.png")
+        accepted = self.out / "masks" / f"{self.items[item_id].name}.png"
+        if self.state.get(item_id, {}).get("decision") == "accepted" and accepted.is_file():
+            return read_mask(accepted)
         return self.prediction(item_id, shape)
 
     # ---------------------------------------------------------------------------------------------- writing
     def accept(self, item_id: str, png: bytes) -> dict:
-        it = self.get(item_id)
+        it = self.items[item_id]
         img = self.image(item_id)
         mask = decode_mask(png, img.shape)
         changed = int((mask != self.prediction(item_id, img.shape)).sum())
@@ -140,7 +134,7 @@ class Session:
         """Reject or skip; a rejected image leaves the reviewed dataset (its earlier mask goes to history/)."""
         if decision not in ("rejected", "skipped"):
             raise ValueError(decision)
-        it = self.get(item_id)
+        it = self.items[item_id]
         with self._lock:
             if decision == "rejected":
                 self._retire(it)
