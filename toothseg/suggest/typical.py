@@ -95,13 +95,6 @@ def select_typical(candidates: np.ndarray, scores: np.ndarray, n: int, labelled:
     """
     from threadpoolctl import threadpool_limits  # scikit-learn's own dependency
 
-    # One thread: the sets are small, and OpenMP threads spinning on a busy CPU turn milliseconds into seconds.
-    with threadpool_limits(limits=1):
-        return _select(candidates, scores, n, labelled, seed, knn)
-
-
-def _select(candidates: np.ndarray, scores: np.ndarray, n: int, labelled: np.ndarray | None, seed: int,
-            knn: int) -> list[TypicalPick]:
     cand = normalise(candidates)
     lab = normalise(labelled) if labelled is not None and len(labelled) else np.empty((0, cand.shape[1]))
     n = min(int(n), len(cand))
@@ -110,10 +103,12 @@ def _select(candidates: np.ndarray, scores: np.ndarray, n: int, labelled: np.nda
     feats = np.concatenate([cand, lab])
     unc = np.concatenate([np.asarray(scores, dtype=np.float64), np.zeros(len(lab))])
     is_labelled = np.arange(len(feats)) >= len(cand)
-    labels = cluster(feats, len(lab) + n, seed)
-    order = cluster_order(labels, is_labelled)
-    members = {c: np.flatnonzero(labels == c) for c in order}
-    typ = {c: typicality(feats[members[c]], knn) for c in order}
+    # One thread: the sets are small, and OpenMP threads spinning on a busy CPU turn milliseconds into seconds.
+    with threadpool_limits(limits=1):
+        labels = cluster(feats, len(lab) + n, seed)
+        order = cluster_order(labels, is_labelled)
+        members = {c: np.flatnonzero(labels == c) for c in order}
+        typ = {c: typicality(feats[members[c]], knn) for c in order}
     picks: list[TypicalPick] = []
     while len(picks) < n:  # a second round only when fewer clusters than picks hold candidates
         picks += _one_round(order, members, typ, unc, is_labelled, {p.index for p in picks}, n - len(picks))
