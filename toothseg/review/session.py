@@ -55,10 +55,6 @@ def decode_mask(data: bytes, shape: tuple[int, int]) -> np.ndarray:
     return arr > (0 if arr.max(initial=0) <= 1 else 127)
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
 class Session:
     """Thread-safe state of one review: the server calls it from worker threads."""
 
@@ -151,10 +147,10 @@ class Session:
                 p.replace(dest)
 
     def _record(self, it: Item, decision: str, changed: int | None, mask: Path | None) -> dict:
-        rec = {"time": _now(), "user": self.user, "id": it.id, "key": it.key, "decision": decision,
-               "image": str(it.image_path), "prediction": str(it.prediction) if it.prediction else "",
-               "bundle": self.meta.get("bundle") or "", "changed_px": "" if changed is None else changed,
-               "mask": str(mask) if mask else ""}
+        rec = {"time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "user": self.user,
+               "id": it.id, "key": it.key, "decision": decision, "image": str(it.image_path),
+               "prediction": str(it.prediction) if it.prediction else "", "bundle": self.meta.get("bundle") or "",
+               "changed_px": "" if changed is None else changed, "mask": str(mask) if mask else ""}
         log = self.out / "review.csv"
         new = not log.is_file()
         with log.open("a", newline="") as f:

@@ -22,6 +22,7 @@ from toothseg.data.io import read_image, write_png
 from toothseg.data.layout import Sample
 from toothseg.errors import ConfigError, InputError, ToothsegError
 from toothseg.pseudo.pool import unlabelled_pool
+from toothseg.run.files import key_png
 from toothseg.run.folder import RunDir, open_run, setup_logging
 from toothseg.suggest.diversity import one_per_group
 from toothseg.suggest.features import image_features
@@ -30,10 +31,6 @@ from toothseg.suggest.strategy import DEFAULT, Pick, check_strategy, pick
 from toothseg.suggest.worklist import write_worklist
 
 log = logging.getLogger("toothseg")
-
-
-def _cache_file(cache: Path, s: Sample) -> Path:
-    return cache / s.source / f"{s.image_id}.npz"
 
 
 def _load_cached(path: Path, stamp: str, need_scores: bool) -> dict | None:
@@ -105,8 +102,8 @@ def suggest(run: str | Path, n: int = 50, out: str | Path | None = None, bundle:
     recs: dict[str, dict] = {}
     failed: dict[str, str] = {}
     for i, s in enumerate(pool.samples):
-        cpath = _cache_file(work, s)
-        mask_path = pred_dir / s.source / f"{s.image_id}.png"
+        cpath = key_png(work, s.key).with_suffix(".npz")
+        mask_path = key_png(pred_dir, s.key)
         rec = _load_cached(cpath, stamp, need_scores=True) if mask_path.is_file() else None
         if rec is None:
             try:
@@ -129,7 +126,7 @@ def suggest(run: str | Path, n: int = 50, out: str | Path | None = None, bundle:
     if use_labelled:
         feats = []
         for s in _labelled_for_training(rd):
-            cpath = _cache_file(work / "labelled", s)
+            cpath = key_png(work / "labelled", s.key).with_suffix(".npz")
             rec = _load_cached(cpath, stamp, need_scores=False)
             if rec is None:
                 try:
