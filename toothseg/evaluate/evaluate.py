@@ -222,40 +222,36 @@ def evaluate(pred_dir: str | Path, gt_dir: str | Path, out: str | Path | None = 
                          "name each prediction after its image, as 'toothseg predict' does")
 
     rows: list[dict[str, Any]] = []
-    missing, failed, gt_errors = [], [], []
     for stem, gt_path in gts.items():
         try:
             gt = read_mask(gt_path)
         except InputError as exc:
             log.info("skipped ground truth: %s", exc)
-            gt_errors.append(stem)
             rows.append({"image_id": stem, "source": source, "status": "gt-error", "note": str(exc)})
             continue
         if stem not in preds:
-            missing.append(stem)
             rows.append(_row(stem, source, "missing", failure_metrics(gt.shape), gt, None, "no prediction file"))
             continue
         try:
             pred = read_mask(preds[stem])
         except InputError as exc:
             log.info("unusable prediction: %s", exc)
-            failed.append(stem)
             rows.append(_row(stem, source, "unreadable", failure_metrics(gt.shape), gt, None, str(exc)))
             continue
-        row = evaluate_arrays([(stem, pred, gt)], tolerance, source)[0]
+        rows.append(row := evaluate_arrays([(stem, pred, gt)], tolerance, source)[0])
         if row["status"] != "ok":
-            failed.append(stem)
             log.info("%s: %s", preds[stem], row["note"])
-        rows.append(row)
-    extra = sorted(set(preds) - set(gts))
+
+    def stems(*statuses: str) -> list[str]:
+        return [r["image_id"] for r in rows if r["status"] in statuses]
 
     summary = summarise(rows)
     summary.update({"pred_dir": str(pred_dir.resolve()), "gt_dir": str(mask_dir.resolve()), "source": source,
-                    "tolerance_px": tolerance, "missing": missing, "failed": failed, "extra": extra,
-                    "gt_errors": gt_errors, "conventions": CONVENTIONS,
+                    "tolerance_px": tolerance, "missing": stems("missing"),
+                    "failed": stems("unreadable", "size-mismatch"), "extra": sorted(set(preds) - set(gts)),
+                    "gt_errors": stems("gt-error"), "conventions": CONVENTIONS,
                     "mean_diagonal_px": float(np.mean([diagonal((r["height"], r["width"])) for r in rows
-                                                       if r.get("height") not in ("", None)] or [0.0]))})
-    out.mkdir(parents=True, exist_ok=True)
+                                                       if r["status"] != "gt-error"] or [0.0]))})
     rounded = ({k: round(v, 6) if isinstance(v, float) else v for k, v in r.items()} for r in rows)
     write_csv(out / "metrics.csv", CSV_COLUMNS, rounded)
     write_json(out / "summary.json", summary)
