@@ -52,21 +52,13 @@ class OutputPaths:
     out: Path
     stem: str
 
-    @property
-    def mask(self) -> Path:
-        return self.out / "masks" / f"{self.stem}.png"
+    def _file(self, folder: str, suffix: str = ".png") -> Path:
+        return self.out / folder / f"{self.stem}{suffix}"
 
-    @property
-    def prob(self) -> Path:
-        return self.out / "prob" / f"{self.stem}.png"
-
-    @property
-    def overlay(self) -> Path:
-        return self.out / "overlays" / f"{self.stem}.png"
-
-    @property
-    def record(self) -> Path:
-        return self.out / "json" / f"{self.stem}.json"
+    mask = property(lambda self: self._file("masks"))
+    prob = property(lambda self: self._file("prob"))
+    overlay = property(lambda self: self._file("overlays"))
+    record = property(lambda self: self._file("json", ".json"))
 
     def existing(self) -> list[Path]:
         return [p for p in (self.mask, self.prob, self.overlay, self.record) if p.exists()]
