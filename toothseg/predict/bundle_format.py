@@ -79,21 +79,16 @@ class Bundle:
                              "or re-export ONNX ('toothseg export')")
         return p
 
-    def load_state(self, member: Member) -> dict:
+    def load_network(self, member: Member):
+        """The member's network with its weights, in eval mode; a file that does not fit is one error line."""
+        from toothseg.config import ModelConfig
         from toothseg.models.checkpoint import safe_load
+        from toothseg.models.factory import create_model
 
         path = self.file(member.checkpoint)
         sd = safe_load(path, "rebuild the bundle ('toothseg train RUN' or build_bundle)")
         if not isinstance(sd, dict) or not sd or not all(hasattr(v, "shape") for v in sd.values()):
             raise InputError(path, "not a state dict of tensors", "rebuild the bundle")
-        return sd
-
-    def load_network(self, member: Member):
-        """The member's network with its weights, in eval mode; a file that does not fit is one error line."""
-        from toothseg.config import ModelConfig
-        from toothseg.models.factory import create_model
-
-        sd = self.load_state(member)
         try:
             net = create_model(ModelConfig(**member.model), load_weights=False)
         except Exception as exc:  # an architecture/encoder this toothseg cannot build
