@@ -34,7 +34,7 @@ def review(source: str | Path, port: int = 8765, host: str = "127.0.0.1", out: s
     session = open_session(source, out, user)
     url = f"http://{host}:{port}/"
     log.info("review: %d images; accepted masks go to %s (a toothseg dataset: images/ + masks/)",
-             len(session.order), session.out)
+             len(session.items), session.out)
     log.info("review: open %s in a browser (Ctrl+C stops the server)", url)
     try:
         uvicorn.run(create_app(session), host=host, port=int(port), log_level="warning")

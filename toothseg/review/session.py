@@ -61,8 +61,7 @@ class Session:
     def __init__(self, items: list[Item], out: str | Path, meta: dict | None = None, user: str | None = None) -> None:
         if not items:
             raise ToothsegError("nothing to review: the list is empty")
-        self.items = {it.id: it for it in items}
-        self.order = [it.id for it in items]
+        self.items = {it.id: it for it in items}  # in worklist order
         self.out = Path(out).expanduser()
         self.meta = dict(meta or {})
         self.user = user or getpass.getuser()
@@ -88,9 +87,8 @@ class Session:
 
     # ---------------------------------------------------------------------------------------------- reading
     def listing(self) -> list[dict]:
-        return [{"id": i, "key": self.items[i].key, "name": self.items[i].name, "scores": self.items[i].scores,
-                 "reason": self.items[i].reason, "status": self.state.get(i, {}).get("decision", "todo")}
-                for i in self.order]
+        return [{"id": i, "key": it.key, "name": it.name, "scores": it.scores, "reason": it.reason,
+                 "status": self.state.get(i, {}).get("decision", "todo")} for i, it in self.items.items()]
 
     def image(self, item_id: str) -> np.ndarray:
         return read_image(self.items[item_id].image_path)
