@@ -40,11 +40,11 @@ def export_member(net, size: tuple[int, int], path: Path, opset: int = 17) -> Pa
 
 
 def export(bundle: str | Path, format: str = "onnx", out: str | Path | None = None, opset: int = 17,
-           overwrite: bool = False, check: bool = True, threads: int | None = None) -> list[Path]:
+           overwrite: bool = False, threads: int | None = None) -> list[Path]:
     """Export every member of ``bundle`` to ``out`` (default BUNDLE/onnx/) and record them in bundle.json.
 
-    With ``check`` each graph is run once by ONNX Runtime against PyTorch on a random input; the largest probability
-    difference is stored as ``onnx_max_abs_diff``.
+    Each graph is run once by ONNX Runtime against PyTorch on a random input; the largest probability difference
+    is stored as ``onnx_max_abs_diff``.
     """
     import torch
 
@@ -62,23 +62,20 @@ def export(bundle: str | Path, format: str = "onnx", out: str | Path | None = No
     if existing and not overwrite:
         raise ToothsegError(f"{existing[0]}: already exported ({len(existing)} files); pass --overwrite to replace")
     torch.set_num_threads(cpu_threads(threads))
-    paths, diffs = [], []
+    diffs = []
     rng = np.random.default_rng(0)
     for i, (m, target) in enumerate(zip(b.members, targets)):
         net = b.load_network(m)
         export_member(net, m.scale, target, opset)
-        if check:
-            x = rng.standard_normal((2, 1, *m.scale)).astype(np.float32)
-            diffs.append(float(np.abs(OnnxRunner(target, threads)(x) - TorchRunner(net)(x)).max()))
+        x = rng.standard_normal((2, 1, *m.scale)).astype(np.float32)
+        diffs.append(float(np.abs(OnnxRunner(target, threads)(x) - TorchRunner(net)(x)).max()))
         try:
             rel = str(target.resolve().relative_to(b.root.resolve()))
         except ValueError:
             rel = str(target.resolve())
         b.members[i] = dataclasses.replace(m, onnx=rel)
-        paths.append(target)
         log.info("exported %s -> %s", m.name, target)
-    b.meta["onnx"] = {"opset": opset, "exporter": "torch.onnx (TorchScript)", "dynamic": ["batch"]}
-    if diffs:
-        b.meta["onnx"]["onnx_max_abs_diff"] = max(diffs)
+    b.meta["onnx"] = {"opset": opset, "exporter": "torch.onnx (TorchScript)", "dynamic": ["batch"],
+                      "onnx_max_abs_diff": max(diffs)}
     b.save()
-    return paths
+    return targets
