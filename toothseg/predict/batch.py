@@ -6,7 +6,6 @@ work, so memory stays flat over thousands of images and torch/ONNX Runtime use e
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections import deque
@@ -232,16 +231,14 @@ class _BatchRun:
             self._settle_writes(0)
 
 
-def predict(bundle: str | Path, inputs: list[str], out: str | Path, options: PredictOptions | None = None,
-            **settings) -> PredictResult:
+def predict(bundle: str | Path, inputs: list[str], out: str | Path, **settings) -> PredictResult:
     """Segment every image in ``inputs`` (files, folders, globs) into ``out``; returns what it did.
 
-    ``settings`` are `PredictOptions` fields and replace those of ``options``. An image whose complete outputs
-    for the same content (sha256) are in ``out`` is skipped; outputs left by an interrupted run are redone; a name
-    already used in ``out`` by a different image is refused for that image (``overwrite`` replaces both). Bad files
-    are reported and skipped.
+    ``settings`` are `PredictOptions` fields. An image whose complete outputs for the same content (sha256) are in
+    ``out`` is skipped; outputs left by an interrupted run are redone; a name already used in ``out`` by a different
+    image is refused for that image (``overwrite`` replaces both). Bad files are reported and skipped.
     """
-    opts = dataclasses.replace(options or PredictOptions(), **settings)
+    opts = PredictOptions(**settings)
     t0 = time.perf_counter()
     out = ensure_writable_dir(out)  # before the models load: a bad --out costs nothing
     b = load_bundle(bundle)
