@@ -110,23 +110,16 @@ def select_typical(candidates: np.ndarray, scores: np.ndarray, n: int, labelled:
         members = {c: np.flatnonzero(labels == c) for c in order}
         typ = {c: typicality(feats[members[c]], knn) for c in order}
     picks: list[TypicalPick] = []
-    while len(picks) < n:  # a second round only when fewer clusters than picks hold candidates
-        picks += _one_round(order, members, typ, unc, is_labelled, {p.index for p in picks}, n - len(picks))
-    return picks
-
-
-def _one_round(order: list[int], members: dict[int, np.ndarray], typ: dict[int, np.ndarray], unc: np.ndarray,
-               is_labelled: np.ndarray, taken: set[int], n: int) -> list[TypicalPick]:
-    """At most one pick per cluster, in ``order``, from rows neither labelled nor ``taken``; up to ``n``."""
-    picks: list[TypicalPick] = []
-    for c in order:
-        if len(picks) == n:
-            break
-        rows = members[c]
-        free = [j for j, r in enumerate(rows) if not is_labelled[r] and r not in taken]
-        if not free:
-            continue
-        pos, t_rank, u_rank = pick_in_cluster(typ[c][free], unc[rows[free]])
-        picks.append(TypicalPick(int(rows[free[pos]]), len(rows), int(is_labelled[rows].sum()), len(free), t_rank,
-                                 u_rank))
+    taken: set[int] = set()
+    while len(picks) < n:  # rounds of at most one pick per cluster; a second only when clusters run out
+        for c in order:
+            if len(picks) == n:
+                break
+            rows = members[c]
+            free = [j for j, r in enumerate(rows) if not is_labelled[r] and r not in taken]
+            if free:
+                pos, t_rank, u_rank = pick_in_cluster(typ[c][free], unc[rows[free]])
+                taken.add(int(rows[free[pos]]))
+                picks.append(TypicalPick(int(rows[free[pos]]), len(rows), int(is_labelled[rows].sum()), len(free),
+                                         t_rank, u_rank))
     return picks
