@@ -289,10 +289,8 @@ def _section_worst(run: RunDir, tags: list[Family], n_worst: int) -> str:
                 image = read_image(s.image_path)
             except ToothsegError:
                 image = None
-            if image is not None and image.shape != gt.shape:
-                image = None
-            m = mask_metrics(pred, gt) if pred.shape == gt.shape else None
-            pic = png_b64(error_overlay(image, pred, gt))
+            pic = png_b64(error_overlay(image if image is not None and image.shape == gt.shape else None, pred, gt))
+            m = mask_metrics(pred, gt)  # error_overlay has refused a prediction of another size
         except (ToothsegError, ValueError) as exc:
             out += f"<figure class='case'><figcaption>{_esc(key)}: {_esc(exc)}</figcaption></figure>"
             continue

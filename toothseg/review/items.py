@@ -62,9 +62,8 @@ def from_worklist(path: Path) -> tuple[list[Item], dict]:
                              "rerun 'toothseg suggest'")
         source, image_id = str(it["key"]).split("/", 1)
         rows.append({**it, "source": source, "image_id": image_id})
-    meta = {k: v for k, v in data.items() if k != "items"}
-    return _unique(rows, Path(path)), {"worklist": str(Path(path).resolve()), "bundle": meta.get("bundle"),
-                                       "bundle_created": meta.get("bundle_created")}
+    return _unique(rows, Path(path)), {"worklist": str(Path(path).resolve()), "bundle": data.get("bundle"),
+                                       "bundle_created": data.get("bundle_created")}
 
 
 def from_predictions(folder: Path) -> tuple[list[Item], dict]:
