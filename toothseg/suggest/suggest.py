@@ -21,12 +21,13 @@ from toothseg.config import Config
 from toothseg.data.io import read_image, write_png
 from toothseg.data.layout import Sample
 from toothseg.errors import ConfigError, InputError, ToothsegError
+from toothseg.predict.fusion import fuse
 from toothseg.pseudo.pool import unlabelled_pool
 from toothseg.run.files import key_png
 from toothseg.run.folder import RunDir, open_run, setup_logging
 from toothseg.suggest.diversity import one_per_group
 from toothseg.suggest.features import image_features
-from toothseg.suggest.scoring import fused_map, uncertainty
+from toothseg.suggest.scoring import uncertainty
 from toothseg.suggest.strategy import DEFAULT, Pick, check_strategy, pick
 from toothseg.suggest.worklist import write_worklist
 
@@ -114,7 +115,7 @@ def suggest(run: str | Path, n: int = 50, out: str | Path | None = None, bundle:
                 continue
             views = pred.member_views(img)
             rec = {**uncertainty(views, weights, pred.threshold), "features": image_features(pred, img)}
-            write_png(mask_path, pred.to_mask(fused_map(views, weights)))
+            write_png(mask_path, pred.to_mask(np.clip(fuse(list(views), weights), 0.0, 1.0)))
             _save_cached(cpath, stamp, rec)
         recs[s.key] = {**rec, "prediction": str(mask_path.resolve()), "image_path": str(s.image_path)}
         if (i + 1) % 25 == 0:
