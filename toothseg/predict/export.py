@@ -18,7 +18,7 @@ import numpy as np
 from toothseg.atomic import atomic_path
 from toothseg.errors import ConfigError, ToothsegError
 from toothseg.predict.bundle_format import Bundle, load_bundle
-from toothseg.predict.onnx_engine import INPUT_NAME, OUTPUT_NAME
+from toothseg.predict.engines import INPUT_NAME, OUTPUT_NAME
 
 log = logging.getLogger("toothseg")
 
@@ -48,8 +48,7 @@ def export(bundle: str | Path, format: str = "onnx", out: str | Path | None = No
     """
     import torch
 
-    from toothseg.predict.engines import TorchRunner, cpu_threads
-    from toothseg.predict.onnx_engine import OnnxRunner
+    from toothseg.predict.engines import OnnxRunner, TorchRunner, cpu_threads
 
     if format.lower() != "onnx":
         raise ConfigError(f"export format '{format}' is not supported; use --format onnx")
