@@ -23,6 +23,7 @@ import numpy as np
 
 from toothseg.data.io import write_png
 from toothseg.predict.postprocess import count_components
+from toothseg.predict.threshold import to_u8
 from toothseg.run.files import read_json, write_csv, write_json
 
 SUMMARY_FIELDS = ["stem", "input", "status", "height", "width", "tooth_area_px", "tooth_area_fraction",
@@ -127,7 +128,7 @@ def write_outputs(paths: OutputPaths, img_u8: np.ndarray, prob: np.ndarray, mask
     write_png(paths.mask, mask.astype(bool))
     outputs = {"mask": paths.mask.relative_to(paths.out).as_posix()}
     if save_prob:
-        write_png(paths.prob, np.clip(np.rint(prob * 255.0), 0, 255).astype(np.uint8))
+        write_png(paths.prob, to_u8(prob))
         outputs["prob"] = paths.prob.relative_to(paths.out).as_posix()
     if with_overlay:
         write_png(paths.overlay, overlay(img_u8, mask))
