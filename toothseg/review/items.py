@@ -75,11 +75,11 @@ def from_predictions(folder: Path) -> tuple[list[Item], dict]:
     for r in read_csv(summary):
         if r.get("status") not in ("ok", "skipped") or not r.get("input"):
             continue
-        stem = r["stem"]
-        rec = previous_record(OutputPaths(folder, stem)) or {}
+        paths = OutputPaths(folder, r["stem"])
+        rec = previous_record(paths) or {}
         bundle = bundle or rec.get("bundle")
-        rows.append({"key": f"{folder.resolve().name}/{stem}", "source": folder.resolve().name, "image_id": stem,
-                     "image_path": r["input"], "prediction": str(folder / "masks" / f"{stem}.png"),
+        rows.append({"key": f"{folder.resolve().name}/{paths.stem}", "source": folder.resolve().name,
+                     "image_id": paths.stem, "image_path": r["input"], "prediction": str(paths.mask),
                      "mean_confidence": rec.get("mean_confidence"), "mean_certainty": rec.get("mean_certainty")})
     if not rows:
         raise InputError(summary, "no predicted image listed", "run 'toothseg predict' into this folder first")
