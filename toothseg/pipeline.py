@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toothseg.config import build_config
-from toothseg.durations import timed
+from toothseg.durations import parse_hhmmss, timed
 from toothseg.folds_arg import parse_folds
-from toothseg.preflight import check_budget, ensure_writable_dir
+from toothseg.preflight import ensure_writable_dir
 from toothseg.run.folder import open_run, setup_logging
 
 log = logging.getLogger("toothseg")
@@ -42,7 +42,8 @@ def run(data_dirs: list[str | Path], out: str | Path, preset: str = "cpu", confi
     from toothseg.train.engine import train
 
     # everything that can be refused is refused before curation and training start
-    check_budget(max_time)
+    if max_time is not None:
+        parse_hhmmss(max_time, "--max-time")
     build_config(preset, yaml_path=config, overrides=overrides)
     ensure_writable_dir(out)
     rd = open_run(out, create=True)

@@ -6,7 +6,6 @@ import os
 import tempfile
 from pathlib import Path
 
-from toothseg.durations import parse_hhmmss
 from toothseg.errors import InputError
 
 
@@ -25,9 +24,3 @@ def ensure_writable_dir(path: str | Path, what: str = "--out") -> Path:
         raise InputError(p, f"{what} folder is not writable ({exc.strerror or exc.__class__.__name__})",
                          f"choose a folder you can write to for {what}") from None
     return p
-
-
-def check_budget(max_time: str | None, what: str = "--max-time") -> None:
-    """A wall-clock budget must parse before anything starts (not after curation has run)."""
-    if max_time is not None:
-        parse_hhmmss(max_time, what)

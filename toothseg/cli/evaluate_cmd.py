@@ -18,6 +18,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Score predictions against ground truth: Dice, IoU, HD, HD95, NSD and the STS-style score."""
         import toothseg.api as ts
+        from toothseg.evaluate.evaluate import PROBLEMS
 
         s = ts.evaluate(pred_dir, gt_dir, out=out, tolerance=tolerance, overwrite=overwrite)
         m = s.metrics
@@ -29,8 +30,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"{s.n_images} images ({s.n_ok} scored, {s.n_failed} failures)")
         typer.echo(f"Dice {ci('dice')}  IoU {ci('iou')}  NSD@{s.tolerance_px:g}px {ci('nsd')}")
         typer.echo(f"HD95 {ci('hd95')} px  HD {ci('hd')} px  STS {ci('sts')}")
-        for key, label in (("missing", "missing predictions"), ("failed", "unusable predictions"),
-                           ("extra", "predictions without ground truth"), ("gt_errors", "unreadable ground truth")):
+        for key, label in PROBLEMS.items():
             names = getattr(s, key)
             if names:
                 more = f" ... (+{len(names) - 10})" if len(names) > 10 else ""

@@ -31,6 +31,8 @@ log = logging.getLogger("toothseg")
 SCORES = (*METRICS, "sts")
 CSV_COLUMNS = ("image_id", "source", "status", *SCORES, "height", "width", "gt_px", "pred_px", "note")
 OUTPUT_FILES = ("metrics.csv", "summary.json", "summary.md")
+PROBLEMS = {"missing": "missing predictions", "failed": "unusable predictions",
+            "extra": "predictions without ground truth", "gt_errors": "unreadable ground truth"}
 N_BOOT = 2000
 BOOT_SEED = 0
 
@@ -51,11 +53,10 @@ def evaluate_arrays(items: Iterable[tuple[str, np.ndarray, np.ndarray]], toleran
     return rows
 
 
-def _row(image_id: str, source: str, status: str, scores: dict[str, float], gt: np.ndarray | None,
+def _row(image_id: str, source: str, status: str, scores: dict[str, float], gt: np.ndarray,
          pred: np.ndarray | None, note: str = "") -> dict[str, Any]:
-    return {"image_id": image_id, "source": source, "status": status, **scores,
-            "height": gt.shape[0] if gt is not None else "", "width": gt.shape[1] if gt is not None else "",
-            "gt_px": int(gt.sum()) if gt is not None else "", "pred_px": int(pred.sum()) if pred is not None else "",
+    return {"image_id": image_id, "source": source, "status": status, **scores, "height": gt.shape[0],
+            "width": gt.shape[1], "gt_px": int(gt.sum()), "pred_px": int(pred.sum()) if pred is not None else "",
             "note": note}
 
 
@@ -130,12 +131,11 @@ def summary_markdown(summary: dict[str, Any], title: str = "Evaluation") -> str:
     by_source = summary.get("by_source", {})
     for src, s in by_source.items() if len(by_source) > 1 else ():
         lines += ["", f"## {src} ({s['n_images']} images)", ""] + table(s["metrics"])
-    for key, label in (("missing", "Missing predictions"), ("failed", "Unusable predictions"),
-                       ("extra", "Predictions without ground truth"), ("gt_errors", "Unreadable ground truth")):
+    for key, label in PROBLEMS.items():
         items = summary.get(key) or []
         if items:
             shown = ", ".join(str(i) for i in items[:50]) + (f" ... (+{len(items) - 50})" if len(items) > 50 else "")
-            lines += ["", f"**{label} ({len(items)}):** {shown}"]
+            lines += ["", f"**{label.capitalize()} ({len(items)}):** {shown}"]
     lines += ["", "## Conventions", ""] + [f"- **{k}**: {v}" for k, v in summary.get("conventions", {}).items()]
     return "\n".join(lines) + "\n"
 
@@ -165,18 +165,6 @@ def _pred_folder(pred_dir: Path, source: str) -> Path:
         if cand.is_dir() and any(is_image_file(p) for p in cand.iterdir()):
             return cand
     return pred_dir
-
-
-def _check_outputs(out: Path, overwrite: bool) -> None:
-    existing = [out / f for f in OUTPUT_FILES if (out / f).exists()]
-    if existing and not overwrite:
-        raise ToothsegError(f"{existing[0]}: already exists; pass --overwrite to replace it or choose another --out")
-
-
-def write_metrics_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    """Write per-image rows (CSV_COLUMNS order) atomically."""
-    write_csv(path, CSV_COLUMNS, ({k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()}
-                                  for r in rows))
 
 
 @dataclass(frozen=True)
@@ -217,7 +205,9 @@ def evaluate(pred_dir: str | Path, gt_dir: str | Path, out: str | Path | None = 
     if tolerance < 0 or not math.isfinite(tolerance):
         raise ToothsegError(f"--tolerance {tolerance}: must be a non-negative number of pixels (e.g. 2)")
     out = ensure_writable_dir(Path(out).expanduser() if out is not None else pred_dir / "evaluation")
-    _check_outputs(out, overwrite)
+    existing = [out / f for f in OUTPUT_FILES if (out / f).exists()]
+    if existing and not overwrite:
+        raise ToothsegError(f"{existing[0]}: already exists; pass --overwrite to replace it or choose another --out")
 
     mask_dir, source = _mask_folder(gt_dir)
     gts = _files_by_stem(mask_dir)
@@ -232,41 +222,38 @@ def evaluate(pred_dir: str | Path, gt_dir: str | Path, out: str | Path | None = 
                          "name each prediction after its image, as 'toothseg predict' does")
 
     rows: list[dict[str, Any]] = []
-    missing, failed, gt_errors = [], [], []
     for stem, gt_path in gts.items():
         try:
             gt = read_mask(gt_path)
         except InputError as exc:
             log.info("skipped ground truth: %s", exc)
-            gt_errors.append(stem)
             rows.append({"image_id": stem, "source": source, "status": "gt-error", "note": str(exc)})
             continue
         if stem not in preds:
-            missing.append(stem)
             rows.append(_row(stem, source, "missing", failure_metrics(gt.shape), gt, None, "no prediction file"))
             continue
         try:
             pred = read_mask(preds[stem])
         except InputError as exc:
             log.info("unusable prediction: %s", exc)
-            failed.append(stem)
             rows.append(_row(stem, source, "unreadable", failure_metrics(gt.shape), gt, None, str(exc)))
             continue
-        row = evaluate_arrays([(stem, pred, gt)], tolerance, source)[0]
+        rows.append(row := evaluate_arrays([(stem, pred, gt)], tolerance, source)[0])
         if row["status"] != "ok":
-            failed.append(stem)
             log.info("%s: %s", preds[stem], row["note"])
-        rows.append(row)
-    extra = sorted(set(preds) - set(gts))
+
+    def stems(*statuses: str) -> list[str]:
+        return [r["image_id"] for r in rows if r["status"] in statuses]
 
     summary = summarise(rows)
     summary.update({"pred_dir": str(pred_dir.resolve()), "gt_dir": str(mask_dir.resolve()), "source": source,
-                    "tolerance_px": tolerance, "missing": missing, "failed": failed, "extra": extra,
-                    "gt_errors": gt_errors, "conventions": CONVENTIONS,
+                    "tolerance_px": tolerance, "missing": stems("missing"),
+                    "failed": stems("unreadable", "size-mismatch"), "extra": sorted(set(preds) - set(gts)),
+                    "gt_errors": stems("gt-error"), "conventions": CONVENTIONS,
                     "mean_diagonal_px": float(np.mean([diagonal((r["height"], r["width"])) for r in rows
-                                                       if r.get("height") not in ("", None)] or [0.0]))})
-    out.mkdir(parents=True, exist_ok=True)
-    write_metrics_csv(rows, out / "metrics.csv")
+                                                       if r["status"] != "gt-error"] or [0.0]))})
+    rounded = ({k: round(v, 6) if isinstance(v, float) else v for k, v in r.items()} for r in rows)
+    write_csv(out / "metrics.csv", CSV_COLUMNS, rounded)
     write_json(out / "summary.json", summary)
     atomic_write_text(out / "summary.md", summary_markdown(summary, f"Evaluation of {pred_dir.name} against {source}"))
     return EvaluateResult(**summary, outputs={f: str(out / f) for f in OUTPUT_FILES})

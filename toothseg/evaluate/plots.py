@@ -16,7 +16,10 @@ import numpy as np  # noqa: E402
 COLOURS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 
 
-def fig_to_b64(fig: plt.Figure) -> str:
+def fig_to_b64(fig: plt.Figure, title: str) -> str:
+    """The figure, titled and laid out, as base64 PNG (the figure is closed)."""
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
@@ -48,9 +51,7 @@ def training_curves(folds: dict[str, dict[str, list[tuple[float, float]]]], titl
         if name == "learning rate":
             ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
         ax.legend(fontsize=6, ncol=1 if len(folds) < 4 else 2)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig_to_b64(fig)
+    return fig_to_b64(fig, title)
 
 
 def histograms(series: dict[str, Sequence[float]], title: str, groups: Sequence[str] | None = None) -> str:
@@ -77,6 +78,4 @@ def histograms(series: dict[str, Sequence[float]], title: str, groups: Sequence[
         ax.set_title(f"{name} (median {np.median(vals[ok]):.3g})", fontsize=9)
         ax.set_ylabel("images")
         ax.grid(alpha=0.3)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig_to_b64(fig)
+    return fig_to_b64(fig, title)

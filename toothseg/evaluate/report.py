@@ -23,7 +23,7 @@ from toothseg.atomic import atomic_write_text
 from toothseg.errors import ToothsegError
 from toothseg.run.family import Family, FoldDir, read_oof
 from toothseg.run.files import read_csv, to_float
-from toothseg.run.folder import RunDir, open_run, read_json
+from toothseg.run.folder import Curation, RunDir, open_run, read_json
 
 log = logging.getLogger("toothseg")
 OOF_METRICS = ("dice", "iou", "hd95")
@@ -126,25 +126,22 @@ def _section_dataset(run: RunDir) -> str:
     rows.append(["all", len(samples), sum(r[2] for r in rows), sum(r[3] for r in rows)])
     out = _table(["source", "images", "labelled", "unlabelled"], rows, "num")
     try:
-        cur = run.read_curation() if run.curation.is_file() else None
+        cur = run.read_curation()  # no curation.json: an empty one
     except ToothsegError as exc:
         log.warning("%s; curation section skipped", exc)
-        cur = None
-    if cur is not None:
-        summ = cur.summary
-        if summ:
-            out += "<h3>Curation summary</h3>" + _table(
-                ["item", "value"], [[k, v if not isinstance(v, (dict, list)) else json.dumps(v)] for k, v in summ.items()])
-        uses = Counter("label-from (reuses a duplicate's label)" if d.label_from else d.use
-                       for d in cur.items.values())
-        reasons = Counter(d.reason for d in cur.items.values() if d.use != "train" and d.reason)
-        if uses:
-            out += "<h3>Decisions per image</h3>" + _table(["use", "images"], sorted(uses.items()), "num")
-        if reasons:
-            out += _table(["reason (non-train decisions)", "images"],
-                          sorted(reasons.items(), key=lambda kv: -kv[1])[:15], "num")
-        if cur.threshold is not None:
-            out += f"<p>Perceptual-hash distance threshold: {_esc(cur.threshold)}.</p>"
+        cur = Curation()
+    if cur.summary:
+        out += "<h3>Curation summary</h3>" + _table(["item", "value"], [
+            [k, json.dumps(v) if isinstance(v, (dict, list)) else v] for k, v in cur.summary.items()])
+    uses = Counter("label-from (reuses a duplicate's label)" if d.label_from else d.use for d in cur.items.values())
+    reasons = Counter(d.reason for d in cur.items.values() if d.use != "train" and d.reason)
+    if uses:
+        out += "<h3>Decisions per image</h3>" + _table(["use", "images"], sorted(uses.items()), "num")
+    if reasons:
+        out += _table(["reason (non-train decisions)", "images"], sorted(reasons.items(), key=lambda kv: -kv[1])[:15],
+                      "num")
+    if cur.threshold is not None:
+        out += f"<p>Perceptual-hash distance threshold: {_esc(cur.threshold)}.</p>"
     dups = run.read_duplicates()
     if dups:
         groups: dict[str, list[dict[str, str]]] = defaultdict(list)
@@ -180,7 +177,7 @@ def _section_cv(run: RunDir, tags: list[Family]) -> tuple[str, str, str]:
 
     if not tags:
         s = _skipped("train/", f"toothseg train {run.root}")
-        return s, s, s
+        return s, s, ""
     cv, curves, per_source = "", "", ""
     for tag in tags:
         name = tag.tag
@@ -200,22 +197,20 @@ def _section_cv(run: RunDir, tags: list[Family]) -> tuple[str, str, str]:
             per_source += f"<h3>{_esc(name)} (out-of-fold)</h3>" + _metric_table(oof, "source", OOF_METRICS)
         else:
             cv += "<p class='skip'>No oof.csv in the fold folders yet.</p>"
-        logs = {fd.path.name: read_training_log(fd.path / "metrics.csv") for fd in tag.folds()
-                if (fd.path / "metrics.csv").is_file()}
-        logs = {k: v for k, v in logs.items() if v}
+        logs = {fd.path.name: history for fd in tag.folds() if (history := read_training_log(fd.path / "metrics.csv"))}
         curves += f"<h3>{_esc(name)}</h3>" + (_img(training_curves(logs, name), f"{name} training curves")
                                               if logs else "<p class='skip'>No metrics.csv logs.</p>")
     return cv, curves, per_source
 
 
-def _section_evaluation(run: RunDir) -> tuple[str, str, list[dict[str, Any]], dict[str, Any] | None]:
-    """(evaluation summary + histograms, per-source table, rows, summary) from RUN/reports/metrics.csv."""
-    from toothseg.evaluate.evaluate import SCORES, read_metrics_csv
+def _section_evaluation(run: RunDir) -> tuple[str, str]:
+    """(evaluation summary + histograms, per-source table) from RUN/reports/metrics.csv."""
+    from toothseg.evaluate.evaluate import PROBLEMS, SCORES, read_metrics_csv
     from toothseg.evaluate.plots import histograms
 
     path = run.reports_dir / "metrics.csv"
     if not path.is_file():
-        return _skipped("reports/metrics.csv", f"toothseg evaluate PRED_DIR GT_DIR --out {run.reports_dir}"), "", [], None
+        return _skipped("reports/metrics.csv", f"toothseg evaluate PRED_DIR GT_DIR --out {run.reports_dir}"), ""
     rows = read_metrics_csv(path)
     summary = _json(run.reports_dir / "summary.json")
     out = ""
@@ -229,16 +224,14 @@ def _section_evaluation(run: RunDir) -> tuple[str, str, list[dict[str, Any]], di
             tab.append([m, to_float(d.get("mean")), to_float(d.get("median")), to_float(d.get("std")),
                         f"[{_fmt(to_float(lo))}, {_fmt(to_float(hi))}]"])
         out += _table(["metric", "mean", "median", "std", "95% CI of the mean"], tab, "num")
-        for key, label in (("missing", "Missing predictions"), ("failed", "Unusable predictions"),
-                           ("extra", "Predictions without ground truth")):
+        for key in ("missing", "failed", "extra"):
             if summary.get(key):
-                out += f"<p class='warn'>{label} ({len(summary[key])}): {_esc(', '.join(summary[key][:30]))}</p>"
-    out += _img(histograms({m: [r[m] for r in rows if r.get("status") != "gt-error"] for m in SCORES},
-                           "held-out evaluation", groups=[r.get("source", "") for r in rows
-                                                          if r.get("status") != "gt-error"]), "evaluation histograms")
+                out += (f"<p class='warn'>{PROBLEMS[key].capitalize()} ({len(summary[key])}): "
+                        f"{_esc(', '.join(summary[key][:30]))}</p>")
     scored = [r for r in rows if r.get("status") != "gt-error"]
-    per_source = "<h3>Evaluation</h3>" + _metric_table(scored, "source", SCORES) if scored else ""
-    return out, per_source, scored, summary if isinstance(summary, dict) else None
+    out += _img(histograms({m: [r[m] for r in scored] for m in SCORES}, "held-out evaluation",
+                           groups=[r.get("source", "") for r in scored]), "evaluation histograms")
+    return out, "<h3>Evaluation</h3>" + _metric_table(scored, "source", SCORES) if scored else ""
 
 
 def _section_pseudo(run: RunDir) -> str:
@@ -268,8 +261,7 @@ def _section_worst(run: RunDir, tags: list[Family], n_worst: int) -> str:
     from toothseg.evaluate.metrics import mask_metrics
     from toothseg.evaluate.overlays import FN_RGB, FP_RGB, TP_RGB, error_overlay, png_b64
 
-    scored = [(t, _oof_rows(t)) for t in tags]
-    scored = [(t, rows) for t, rows in scored if rows]
+    scored = [(t, rows) for t in tags if (rows := _oof_rows(t))]
     if not scored:
         return _skipped("out-of-fold predictions", f"toothseg train {run.root}")
     tag, rows = max(scored, key=lambda tr: _mean([r["dice"] for r in tr[1]]))
@@ -297,10 +289,8 @@ def _section_worst(run: RunDir, tags: list[Family], n_worst: int) -> str:
                 image = read_image(s.image_path)
             except ToothsegError:
                 image = None
-            if image is not None and image.shape != gt.shape:
-                image = None
-            m = mask_metrics(pred, gt) if pred.shape == gt.shape else None
-            pic = png_b64(error_overlay(image, pred, gt))
+            pic = png_b64(error_overlay(image if image is not None and image.shape == gt.shape else None, pred, gt))
+            m = mask_metrics(pred, gt)  # error_overlay has refused a prediction of another size
         except (ToothsegError, ValueError) as exc:
             out += f"<figure class='case'><figcaption>{_esc(key)}: {_esc(exc)}</figcaption></figure>"
             continue
@@ -337,8 +327,7 @@ def build_html(run: RunDir, n_worst: int = 8) -> str:
         except ToothsegError as exc:
             cfg_line = f"config.yaml unreadable: {_esc(exc)}"
     cv, curves, per_source = _section_cv(run, tags)
-    per_source = per_source if "<table" in per_source else ""
-    ev, ev_source, _, _ = _section_evaluation(run)
+    ev, ev_source = _section_evaluation(run)
     sections = [
         ("dataset", "Dataset and curation", _section_dataset(run)),
         ("cv", "Cross-validation (out-of-fold)", cv),

@@ -6,7 +6,6 @@ work, so memory stays flat over thousands of images and torch/ONNX Runtime use e
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections import deque
@@ -85,28 +84,28 @@ class _Plan:
     n_skipped: int = 0
     n_redo: int = 0
 
-    def refuse(self, i: int, f: Path | str, stem: str, err: str) -> None:
-        self.rows[i] = summary_row(stem, f, "failed", error=err)
+    def refuse(self, i: int, f: Path | str, err: str) -> None:
+        self.rows[i] = summary_row(Path(f).stem, f, "failed", error=err)
         self.failures.append({"input": str(f), "error": err})
 
 
 def _plan(files: list[Path], problems: list[tuple[str, str]], out: Path, overwrite: bool, ours: bool) -> _Plan:
     plan = _Plan()
     for k, (arg, msg) in enumerate(problems):  # inputs that named no readable image, after the files
-        plan.refuse(len(files) + k, arg, Path(arg).stem, f"{arg}: {msg}")
+        plan.refuse(len(files) + k, arg, f"{arg}: {msg}")
     stems: dict[str, Path] = {}
     for i, f in enumerate(files):
         stem = f.stem
         paths = OutputPaths(out, stem)
         if stem in stems:
-            plan.refuse(i, f, stem, f"{f}: output name '{stem}' is already used by {stems[stem]}; predict them into "
-                                    "separate --out folders")
+            plan.refuse(i, f, f"{f}: output name '{stem}' is already used by {stems[stem]}; predict them into "
+                              "separate --out folders")
             continue
         stems[stem] = f
         try:
             sha = file_sha256(f)
         except OSError as exc:
-            plan.refuse(i, f, stem, f"{f}: cannot read ({exc.strerror or exc.__class__.__name__})")
+            plan.refuse(i, f, f"{f}: cannot read ({exc.strerror or exc.__class__.__name__})")
             continue
         state, rec = completion(paths, sha, f)
         if not overwrite:
@@ -115,13 +114,13 @@ def _plan(files: list[Path], problems: list[tuple[str, str]], out: Path, overwri
                 plan.n_skipped += 1
                 continue
             if state == "other":
-                plan.refuse(i, f, stem, f"{f}: {paths.record} holds the result of a different image "
-                                        f"({rec.get('input', '?')}); predict into another --out, or pass --overwrite "
-                                        "to replace it")
+                plan.refuse(i, f, f"{f}: {paths.record} holds the result of a different image "
+                                  f"({rec.get('input', '?')}); predict into another --out, or pass --overwrite to "
+                                  "replace it")
                 continue
             if state == "partial" and not ours:
-                plan.refuse(i, f, stem, f"{f}: {paths.mask.parent} already holds '{stem}' files toothseg did not "
-                                        "write; choose another --out, or pass --overwrite to replace them")
+                plan.refuse(i, f, f"{f}: {paths.mask.parent} already holds '{stem}' files toothseg did not write; "
+                                  "choose another --out, or pass --overwrite to replace them")
                 continue
         plan.n_redo += state == "partial"
         plan.shas[i] = sha
@@ -176,7 +175,7 @@ class _BatchRun:
     def _fail(self, i: int, path: Path, paths: OutputPaths, exc: BaseException) -> None:
         err = _error_text(exc, path)
         log.warning("predict: skipped %s", err)
-        self.plan.refuse(i, path, paths.stem, err)
+        self.plan.refuse(i, path, err)
         self.failed += 1
         self._count()
 
@@ -232,16 +231,14 @@ class _BatchRun:
             self._settle_writes(0)
 
 
-def predict(bundle: str | Path, inputs: list[str], out: str | Path, options: PredictOptions | None = None,
-            **settings) -> PredictResult:
+def predict(bundle: str | Path, inputs: list[str], out: str | Path, **settings) -> PredictResult:
     """Segment every image in ``inputs`` (files, folders, globs) into ``out``; returns what it did.
 
-    ``settings`` are `PredictOptions` fields and replace those of ``options``. An image whose complete outputs
-    for the same content (sha256) are in ``out`` is skipped; outputs left by an interrupted run are redone; a name
-    already used in ``out`` by a different image is refused for that image (``overwrite`` replaces both). Bad files
-    are reported and skipped.
+    ``settings`` are `PredictOptions` fields. An image whose complete outputs for the same content (sha256) are in
+    ``out`` is skipped; outputs left by an interrupted run are redone; a name already used in ``out`` by a different
+    image is refused for that image (``overwrite`` replaces both). Bad files are reported and skipped.
     """
-    opts = dataclasses.replace(options or PredictOptions(), **settings)
+    opts = PredictOptions(**settings)
     t0 = time.perf_counter()
     out = ensure_writable_dir(out)  # before the models load: a bad --out costs nothing
     b = load_bundle(bundle)

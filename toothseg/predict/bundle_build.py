@@ -24,7 +24,6 @@ from toothseg.run.folder import RunDir, open_run, write_json
 log = logging.getLogger("toothseg")
 
 
-
 @dataclass(frozen=True)
 class Member:
     """One trained model family: ``train/<tag>`` with its model.json and its ``fold<k>/best.ckpt`` folders."""

@@ -17,7 +17,7 @@ import math
 import tempfile
 import zipfile
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from toothseg.errors import InputError, ToothsegError
@@ -43,13 +43,6 @@ class Member:
     @property
     def name(self) -> str:
         return f"{self.tag}__fold{self.fold}"
-
-    def as_dict(self) -> dict:
-        d = {"tag": self.tag, "fold": self.fold, "model": self.model, "scale": list(self.scale),
-             "resize": self.resize, "weight": self.weight, "checkpoint": self.checkpoint}
-        if self.onnx:
-            d["onnx"] = self.onnx
-        return d
 
 
 @dataclass
@@ -86,21 +79,16 @@ class Bundle:
                              "or re-export ONNX ('toothseg export')")
         return p
 
-    def load_state(self, member: Member) -> dict:
+    def load_network(self, member: Member):
+        """The member's network with its weights, in eval mode; a file that does not fit is one error line."""
+        from toothseg.config import ModelConfig
         from toothseg.models.checkpoint import safe_load
+        from toothseg.models.factory import create_model
 
         path = self.file(member.checkpoint)
         sd = safe_load(path, "rebuild the bundle ('toothseg train RUN' or build_bundle)")
         if not isinstance(sd, dict) or not sd or not all(hasattr(v, "shape") for v in sd.values()):
             raise InputError(path, "not a state dict of tensors", "rebuild the bundle")
-        return sd
-
-    def load_network(self, member: Member):
-        """The member's network with its weights, in eval mode; a file that does not fit is one error line."""
-        from toothseg.config import ModelConfig
-        from toothseg.models.factory import create_model
-
-        sd = self.load_state(member)
         try:
             net = create_model(ModelConfig(**member.model), load_weights=False)
         except Exception as exc:  # an architecture/encoder this toothseg cannot build
@@ -126,7 +114,7 @@ class Bundle:
         return chosen
 
     def save(self) -> None:
-        self.meta["members"] = [m.as_dict() for m in self.members]
+        self.meta["members"] = [{k: v for k, v in asdict(m).items() if v or k != "onnx"} for m in self.members]
         write_json(self.root / "bundle.json", self.meta)
 
 
@@ -169,9 +157,8 @@ def _check_meta(meta: dict, path: Path) -> None:
     if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not 0.0 <= float(thr) <= 1.0:
         raise InputError(path, f"threshold {thr!r} must be a number in [0, 1]", fix)
     pp = meta.get("postprocess") or {}
-    if not isinstance(pp, dict) or not isinstance(pp.get("min_component", 0), int) \
-            or isinstance(pp.get("min_component", 0), bool) or int(pp.get("min_component", 0)) < 0 \
-            or not isinstance(pp.get("fill_holes", False), bool):
+    min_component = pp.get("min_component", 0) if isinstance(pp, dict) else None
+    if type(min_component) is not int or min_component < 0 or not isinstance(pp.get("fill_holes", False), bool):
         raise InputError(path, f"postprocess {pp!r} must be {{min_component: int >= 0, fill_holes: bool}}", fix)
     tta = meta.get("tta", ["hflip"])
     if not isinstance(tta, list) or not all(isinstance(t, str) for t in tta):

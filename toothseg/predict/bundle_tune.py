@@ -28,10 +28,6 @@ class Tuning:
     tuned: dict | None  # threshold, postprocess and the OOF Dice they gain; None without OOF maps
 
 
-def _oof_maps(fold_dirs: list[Path], gt_keys: dict[str, Path]) -> dict[str, Path]:
-    return {k: p for fd in fold_dirs for k, p in FoldDir(fd).oof_maps().items() if k in gt_keys}
-
-
 def tune_on_oof(run: RunDir, fold_dirs: dict[str, list[Path]], cv_dice: dict[str, float | None]) -> Tuning:
     """Fusion weights, then threshold + post-processing, on the OOF maps every tag has for labelled images."""
     from toothseg.data.io import read_mask
@@ -41,7 +37,8 @@ def tune_on_oof(run: RunDir, fold_dirs: dict[str, list[Path]], cv_dice: dict[str
     names = list(fold_dirs)
     equal = Tuning({n: 1.0 / len(names) for n in names}, {"method": "equal (no OOF)"}, None)
     gt_keys = {s.key: s.mask_path for s in run.read_samples() if s.mask_path} if run.samples.is_file() else {}
-    per_tag = {n: _oof_maps(dirs, gt_keys) for n, dirs in fold_dirs.items()}
+    per_tag = {n: {k: p for fd in dirs for k, p in FoldDir(fd).oof_maps().items() if k in gt_keys}
+               for n, dirs in fold_dirs.items()}
     keys = sorted(set.intersection(*(set(v) for v in per_tag.values()))) if per_tag else []
     if not keys:
         log.warning("%s: no out-of-fold predictions with ground truth; threshold 0.5 and no post-processing", run.root)

@@ -8,6 +8,7 @@ EfficientNetV2 in torch 2.14 it gives the same graph quality in ~1 s per model i
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
 from pathlib import Path
@@ -17,23 +18,9 @@ import numpy as np
 from toothseg.atomic import atomic_path
 from toothseg.errors import ConfigError, ToothsegError
 from toothseg.predict.bundle_format import Bundle, load_bundle
-from toothseg.predict.onnx_engine import INPUT_NAME, OUTPUT_NAME
+from toothseg.predict.engines import INPUT_NAME, OUTPUT_NAME
 
 log = logging.getLogger("toothseg")
-
-
-def _with_sigmoid(net):
-    import torch
-
-    class ProbNet(torch.nn.Module):
-        def __init__(self, inner: torch.nn.Module) -> None:
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return torch.sigmoid(self.inner(x))
-
-    return ProbNet(net).eval()
 
 
 def export_member(net, size: tuple[int, int], path: Path, opset: int = 17) -> Path:
@@ -44,24 +31,24 @@ def export_member(net, size: tuple[int, int], path: Path, opset: int = 17) -> Pa
     dummy = torch.zeros(1, 1, *size)
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
-        torch.onnx.export(_with_sigmoid(net), (dummy,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, opset_version=opset,
+        torch.onnx.export(torch.nn.Sequential(net, torch.nn.Sigmoid()).eval(), (dummy,), str(tmp),
+                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset,
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
                           dynamo=False, do_constant_folding=True)
         onnx.checker.check_model(str(tmp))
     return path
 
 
 def export(bundle: str | Path, format: str = "onnx", out: str | Path | None = None, opset: int = 17,
-           overwrite: bool = False, check: bool = True, threads: int | None = None) -> list[Path]:
+           overwrite: bool = False, threads: int | None = None) -> list[Path]:
     """Export every member of ``bundle`` to ``out`` (default BUNDLE/onnx/) and record them in bundle.json.
 
-    With ``check`` each graph is run once by ONNX Runtime against PyTorch on a random input; the largest probability
-    difference is stored as ``onnx_max_abs_diff``.
+    Each graph is run once by ONNX Runtime against PyTorch on a random input; the largest probability difference
+    is stored as ``onnx_max_abs_diff``.
     """
     import torch
 
-    from toothseg.predict.engines import TorchRunner, cpu_threads
-    from toothseg.predict.onnx_engine import OnnxRunner
+    from toothseg.predict.engines import OnnxRunner, TorchRunner, cpu_threads
 
     if format.lower() != "onnx":
         raise ConfigError(f"export format '{format}' is not supported; use --format onnx")
@@ -74,23 +61,20 @@ def export(bundle: str | Path, format: str = "onnx", out: str | Path | None = No
     if existing and not overwrite:
         raise ToothsegError(f"{existing[0]}: already exported ({len(existing)} files); pass --overwrite to replace")
     torch.set_num_threads(cpu_threads(threads))
-    paths, diffs = [], []
+    diffs = []
     rng = np.random.default_rng(0)
     for i, (m, target) in enumerate(zip(b.members, targets)):
         net = b.load_network(m)
         export_member(net, m.scale, target, opset)
-        if check:
-            x = rng.standard_normal((2, 1, *m.scale)).astype(np.float32)
-            diffs.append(float(np.abs(OnnxRunner(target, threads)(x) - TorchRunner(net)(x)).max()))
+        x = rng.standard_normal((2, 1, *m.scale)).astype(np.float32)
+        diffs.append(float(np.abs(OnnxRunner(target, threads)(x) - TorchRunner(net)(x)).max()))
         try:
             rel = str(target.resolve().relative_to(b.root.resolve()))
         except ValueError:
             rel = str(target.resolve())
-        b.members[i] = type(m)(**{**m.__dict__, "onnx": rel})
-        paths.append(target)
+        b.members[i] = dataclasses.replace(m, onnx=rel)
         log.info("exported %s -> %s", m.name, target)
-    b.meta["onnx"] = {"opset": opset, "exporter": "torch.onnx (TorchScript)", "dynamic": ["batch"]}
-    if diffs:
-        b.meta["onnx"]["onnx_max_abs_diff"] = max(diffs)
+    b.meta["onnx"] = {"opset": opset, "exporter": "torch.onnx (TorchScript)", "dynamic": ["batch"],
+                      "onnx_max_abs_diff": max(diffs)}
     b.save()
-    return paths
+    return targets

@@ -37,14 +37,13 @@ def expand_inputs(items: list[str], exclude: list[str | Path] | None = None
     problems: list[tuple[str, str]] = []
     notes: list[str] = []
 
-    def add(p: Path) -> bool:
+    def add(p: Path) -> None:
         r = p.resolve()
         if r in seen:
             notes.append(f"{p}: same file as {seen[r]} (a link or a repeated argument); predicted once")
-            return False
-        seen[r] = p
-        files.append(p)
-        return True
+        else:
+            seen[r] = p
+            files.append(p)
 
     def walk(top: Path) -> list[Path]:
         found: list[Path] = []

@@ -23,6 +23,7 @@ import numpy as np
 
 from toothseg.data.io import write_png
 from toothseg.predict.postprocess import count_components
+from toothseg.predict.threshold import to_u8
 from toothseg.run.files import read_json, write_csv, write_json
 
 SUMMARY_FIELDS = ["stem", "input", "status", "height", "width", "tooth_area_px", "tooth_area_fraction",
@@ -52,21 +53,13 @@ class OutputPaths:
     out: Path
     stem: str
 
-    @property
-    def mask(self) -> Path:
-        return self.out / "masks" / f"{self.stem}.png"
+    def _file(self, folder: str, suffix: str = ".png") -> Path:
+        return self.out / folder / f"{self.stem}{suffix}"
 
-    @property
-    def prob(self) -> Path:
-        return self.out / "prob" / f"{self.stem}.png"
-
-    @property
-    def overlay(self) -> Path:
-        return self.out / "overlays" / f"{self.stem}.png"
-
-    @property
-    def record(self) -> Path:
-        return self.out / "json" / f"{self.stem}.json"
+    mask = property(lambda self: self._file("masks"))
+    prob = property(lambda self: self._file("prob"))
+    overlay = property(lambda self: self._file("overlays"))
+    record = property(lambda self: self._file("json", ".json"))
 
     def existing(self) -> list[Path]:
         return [p for p in (self.mask, self.prob, self.overlay, self.record) if p.exists()]
@@ -135,7 +128,7 @@ def write_outputs(paths: OutputPaths, img_u8: np.ndarray, prob: np.ndarray, mask
     write_png(paths.mask, mask.astype(bool))
     outputs = {"mask": paths.mask.relative_to(paths.out).as_posix()}
     if save_prob:
-        write_png(paths.prob, np.clip(np.rint(prob * 255.0), 0, 255).astype(np.uint8))
+        write_png(paths.prob, to_u8(prob))
         outputs["prob"] = paths.prob.relative_to(paths.out).as_posix()
     if with_overlay:
         write_png(paths.overlay, overlay(img_u8, mask))
@@ -147,10 +140,8 @@ def write_outputs(paths: OutputPaths, img_u8: np.ndarray, prob: np.ndarray, mask
 
 def summary_row(stem: str, path: Path | str, status: str, record: dict | None = None, error: str = "") -> dict:
     r = record or {}
-    return {"stem": stem, "input": str(path), "status": status, "height": r.get("height", ""),
-            "width": r.get("width", ""), "tooth_area_px": r.get("tooth_area_px", ""),
-            "tooth_area_fraction": r.get("tooth_area_fraction", ""), "n_components": r.get("n_components", ""),
-            "mean_confidence": "" if r.get("mean_confidence") is None else r["mean_confidence"], "error": error}
+    numbers = {k: "" if r.get(k) is None else r[k] for k in SUMMARY_FIELDS[3:-1]}  # height ... mean_confidence
+    return {"stem": stem, "input": str(path), "status": status, **numbers, "error": error}
 
 
 def previous_record(paths: OutputPaths) -> dict | None:

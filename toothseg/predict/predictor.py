@@ -18,7 +18,7 @@ import numpy as np
 from toothseg.data.preprocess import Placement, from_network, to_network
 from toothseg.errors import ConfigError, ToothsegError
 from toothseg.predict.bundle_format import Bundle, Member, load_bundle
-from toothseg.predict.engines import TorchRunner, cpu_threads
+from toothseg.predict.engines import OnnxRunner, TorchRunner, cpu_threads
 from toothseg.predict.postprocess import postprocess
 from toothseg.predict.threshold import binarise
 from toothseg.predict.tta import TTA, Runner, parse_tta, run_views, scaled_size
@@ -57,12 +57,10 @@ def _settings(defaults: dict, engine: str, tta: bool | Sequence[str] | None, thr
 def _member_net(b: Bundle, m: Member, engine: str, threads: int) -> Net:
     if engine == "torch":
         runner: Runner = TorchRunner(b.load_network(m))
+    elif not m.onnx:
+        raise ToothsegError(f"{b.root}: member {m.name} has no ONNX model; run "
+                            f"'toothseg export {b.root} --format onnx' first")
     else:
-        from toothseg.predict.onnx_engine import OnnxRunner
-
-        if not m.onnx:
-            raise ToothsegError(f"{b.root}: member {m.name} has no ONNX model; run "
-                                f"'toothseg export {b.root} --format onnx' first")
         runner = OnnxRunner(b.file(m.onnx, inside=False), threads)
     return Net(runner, tuple(m.scale), m.resize, m.weight, m.name)
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-from scipy import ndimage
 
 from toothseg.evaluate.metrics import dice
+from toothseg.predict.postprocess import fill_holes
 
 DEFAULT_GRID = tuple(float(t) for t in np.round(np.arange(0.05, 0.951, 0.01), 3))
 MIN_COMPONENT_GRID = (0, 16, 32, 64, 128, 256, 512, 1024, 2048)  # pixels at the image's original resolution
@@ -99,7 +99,7 @@ def tune_postprocess(masks: list[np.ndarray], gts: list[np.ndarray],
     scores = np.zeros((2, len(sizes)))
     for m, g in zip(masks, gts):
         scores[0] += _component_dice(m, g, sizes)
-        scores[1] += _component_dice(ndimage.binary_fill_holes(m) if m.any() else m, g, sizes)
+        scores[1] += _component_dice(fill_holes(m), g, sizes)
     scores /= max(len(masks), 1)
     base = float(scores[0, sizes.index(0)])
     best_fill, best_i, best = 0, sizes.index(0), base

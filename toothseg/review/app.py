@@ -32,6 +32,10 @@ ACTIONS = ("accept", "reject", "skip")
 MAX_UPLOAD = 64 * 1024 * 1024  # a 0/255 PNG of even a 4k x 8k X-ray compresses far below this
 
 
+def _error(status: int, text: str) -> JSONResponse:
+    return JSONResponse({"error": text}, status_code=status)
+
+
 def _png(arr: np.ndarray) -> Response:
     if arr.dtype == bool:
         arr = arr.astype(np.uint8) * 255
@@ -39,12 +43,8 @@ def _png(arr: np.ndarray) -> Response:
         arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
     ok, buf = cv2.imencode(".png", arr, [cv2.IMWRITE_PNG_COMPRESSION, 1])
     if not ok:
-        return JSONResponse({"error": "could not encode PNG"}, status_code=500)
+        return _error(500, "could not encode PNG")
     return Response(buf.tobytes(), media_type="image/png", headers={"Cache-Control": "no-store"})
-
-
-def _error(status: int, text: str) -> JSONResponse:
-    return JSONResponse({"error": text}, status_code=status)
 
 
 def create_app(session: Session) -> Starlette:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from toothseg.errors import InputError
 from toothseg.predict.outputs import OutputPaths, previous_record
-from toothseg.run.files import read_csv
+from toothseg.run.files import read_csv, to_float
 from toothseg.suggest.worklist import read_worklist
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
@@ -31,23 +31,8 @@ class Item:
     reason: str = ""
 
 
-def _check_name(name: str, origin: Path) -> str:
-    if not SAFE_NAME.match(name) or ".." in name:
-        raise InputError(origin, f"image name '{name}' is not a plain file name",
-                         "image names may hold letters, digits, '.', '_' and '-' only; regenerate the list")
-    return name
-
-
 def _scores(d: dict) -> dict[str, float]:
-    out = {}
-    for k in SCORE_FIELDS:
-        try:
-            v = float(d.get(k))  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            continue
-        if math.isfinite(v):  # the page's JSON cannot carry NaN
-            out[k] = v
-    return out
+    return {k: v for k in SCORE_FIELDS if math.isfinite(v := to_float(d.get(k)))}  # the page's JSON cannot carry NaN
 
 
 def _unique(items: list[dict], origin: Path) -> list[Item]:
@@ -55,14 +40,15 @@ def _unique(items: list[dict], origin: Path) -> list[Item]:
     out, seen = [], set()
     for d in items:
         name = d["image_id"] if names.count(d["image_id"]) == 1 else f"{d['source']}__{d['image_id']}"
-        _check_name(name, origin)
+        if not SAFE_NAME.match(name) or ".." in name:
+            raise InputError(origin, f"image name '{name}' is not a plain file name",
+                             "image names may hold letters, digits, '.', '_' and '-' only; regenerate the list")
         if name in seen:
             raise InputError(origin, f"'{d['key']}' is listed twice", "list each image once")
         seen.add(name)
         out.append(Item(id=name, key=d["key"], name=name, image_path=Path(d["image_path"]),
                         prediction=Path(d["prediction"]) if d.get("prediction") else None,
-                        scores=_scores(d),
-                        reason=str(d.get("reason", ""))))
+                        scores=_scores(d), reason=str(d.get("reason", ""))))
     return out
 
 
@@ -76,9 +62,8 @@ def from_worklist(path: Path) -> tuple[list[Item], dict]:
                              "rerun 'toothseg suggest'")
         source, image_id = str(it["key"]).split("/", 1)
         rows.append({**it, "source": source, "image_id": image_id})
-    meta = {k: v for k, v in data.items() if k != "items"}
-    return _unique(rows, Path(path)), {"worklist": str(Path(path).resolve()), "bundle": meta.get("bundle"),
-                                       "bundle_created": meta.get("bundle_created")}
+    return _unique(rows, Path(path)), {"worklist": str(Path(path).resolve()), "bundle": data.get("bundle"),
+                                       "bundle_created": data.get("bundle_created")}
 
 
 def from_predictions(folder: Path) -> tuple[list[Item], dict]:
@@ -90,11 +75,11 @@ def from_predictions(folder: Path) -> tuple[list[Item], dict]:
     for r in read_csv(summary):
         if r.get("status") not in ("ok", "skipped") or not r.get("input"):
             continue
-        stem = r["stem"]
-        rec = previous_record(OutputPaths(folder, stem)) or {}
+        paths = OutputPaths(folder, r["stem"])
+        rec = previous_record(paths) or {}
         bundle = bundle or rec.get("bundle")
-        rows.append({"key": f"{folder.resolve().name}/{stem}", "source": folder.resolve().name, "image_id": stem,
-                     "image_path": r["input"], "prediction": str(folder / "masks" / f"{stem}.png"),
+        rows.append({"key": f"{folder.resolve().name}/{paths.stem}", "source": folder.resolve().name,
+                     "image_id": paths.stem, "image_path": r["input"], "prediction": str(paths.mask),
                      "mean_confidence": rec.get("mean_confidence"), "mean_certainty": rec.get("mean_certainty")})
     if not rows:
         raise InputError(summary, "no predicted image listed", "run 'toothseg predict' into this folder first")
@@ -105,15 +90,11 @@ def resolve_source(source: str | Path) -> tuple[list[Item], dict, Path]:
     """Items, metadata and the default output folder for a run folder, worklist file or predict folder."""
     p = Path(source).expanduser()
     if p.is_file():
-        items, meta = from_worklist(p)
-        return items, meta, p.parent / "reviewed"
+        return (*from_worklist(p), p.parent / "reviewed")
     if (p / "summary.csv").is_file() and (p / "masks").is_dir():
-        items, meta = from_predictions(p)
-        return items, meta, p / "reviewed"
-    wl = p / "suggest" / "worklist.json"
-    if wl.is_file():
-        items, meta = from_worklist(wl)
-        return items, meta, p / "reviewed"
+        return (*from_predictions(p), p / "reviewed")
+    if (p / "suggest" / "worklist.json").is_file():
+        return (*from_worklist(p / "suggest" / "worklist.json"), p / "reviewed")
     if p.is_dir():
         raise InputError(p, "no worklist (suggest/worklist.json) and not a 'toothseg predict' folder",
                          f"run 'toothseg suggest {p}' first, or pass a predict output folder")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 
 from toothseg.errors import ConfigError
@@ -33,13 +34,11 @@ def review(source: str | Path, port: int = 8765, host: str = "127.0.0.1", out: s
     session = open_session(source, out, user)
     url = f"http://{host}:{port}/"
     log.info("review: %d images; accepted masks go to %s (a toothseg dataset: images/ + masks/)",
-             len(session.order), session.out)
+             len(session.items), session.out)
     log.info("review: open %s in a browser (Ctrl+C stops the server)", url)
     try:
         uvicorn.run(create_app(session), host=host, port=int(port), log_level="warning")
     except KeyboardInterrupt:  # Ctrl+C is how a review ends; every decision is already on disk
         pass
-    counts: dict[str, int] = {}
-    for rec in session.state.values():
-        counts[rec["decision"]] = counts.get(rec["decision"], 0) + 1
-    return {"out": str(session.out), "decisions": counts, "url": url}
+    counts = Counter(rec["decision"] for rec in session.state.values())
+    return {"out": str(session.out), "decisions": dict(counts), "url": url}

@@ -55,18 +55,13 @@ def decode_mask(data: bytes, shape: tuple[int, int]) -> np.ndarray:
     return arr > (0 if arr.max(initial=0) <= 1 else 127)
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
 class Session:
     """Thread-safe state of one review: the server calls it from worker threads."""
 
     def __init__(self, items: list[Item], out: str | Path, meta: dict | None = None, user: str | None = None) -> None:
         if not items:
             raise ToothsegError("nothing to review: the list is empty")
-        self.items = {it.id: it for it in items}
-        self.order = [it.id for it in items]
+        self.items = {it.id: it for it in items}  # in worklist order
         self.out = Path(out).expanduser()
         self.meta = dict(meta or {})
         self.user = user or getpass.getuser()
@@ -91,23 +86,16 @@ class Session:
         self._save_state()
 
     # ---------------------------------------------------------------------------------------------- reading
-    def get(self, item_id: str) -> Item:
-        it = self.items.get(item_id)
-        if it is None:
-            raise KeyError(item_id)
-        return it
-
     def listing(self) -> list[dict]:
-        return [{"id": i, "key": self.items[i].key, "name": self.items[i].name, "scores": self.items[i].scores,
-                 "reason": self.items[i].reason, "status": self.state.get(i, {}).get("decision", "todo")}
-                for i in self.order]
+        return [{"id": i, "key": it.key, "name": it.name, "scores": it.scores, "reason": it.reason,
+                 "status": self.state.get(i, {}).get("decision", "todo")} for i, it in self.items.items()]
 
     def image(self, item_id: str) -> np.ndarray:
-        return read_image(self.get(item_id).image_path)
+        return read_image(self.items[item_id].image_path)
 
     def prediction(self, item_id: str, shape: tuple[int, int]) -> np.ndarray:
         """The predicted mask at the image's size (empty when there is none)."""
-        p = self.get(item_id).prediction
+        p = self.items[item_id].prediction
         if p is None or not p.is_file():
             return np.zeros(shape, bool)
         m = read_mask(p)
@@ -117,14 +105,14 @@ class Session:
 
     def current_mask(self, item_id: str, shape: tuple[int, int]) -> np.ndarray:
         """The accepted mask if there is one, else the prediction: what the page starts editing from."""
-        st = self.state.get(item_id, {})
-        if st.get("decision") == "accepted" and (self.out / "masks" / f"{self.get(item_id).name}.png").is_file():
-            return read_mask(self.out / "masks" / f"{self.get(item_id).name}.png")
+        accepted = self.out / "masks" / f"{self.items[item_id].name}.png"
+        if self.state.get(item_id, {}).get("decision") == "accepted" and accepted.is_file():
+            return read_mask(accepted)
         return self.prediction(item_id, shape)
 
     # ---------------------------------------------------------------------------------------------- writing
     def accept(self, item_id: str, png: bytes) -> dict:
-        it = self.get(item_id)
+        it = self.items[item_id]
         img = self.image(item_id)
         mask = decode_mask(png, img.shape)
         changed = int((mask != self.prediction(item_id, img.shape)).sum())
@@ -140,7 +128,7 @@ class Session:
         """Reject or skip; a rejected image leaves the reviewed dataset (its earlier mask goes to history/)."""
         if decision not in ("rejected", "skipped"):
             raise ValueError(decision)
-        it = self.get(item_id)
+        it = self.items[item_id]
         with self._lock:
             if decision == "rejected":
                 self._retire(it)
@@ -157,10 +145,10 @@ class Session:
                 p.replace(dest)
 
     def _record(self, it: Item, decision: str, changed: int | None, mask: Path | None) -> dict:
-        rec = {"time": _now(), "user": self.user, "id": it.id, "key": it.key, "decision": decision,
-               "image": str(it.image_path), "prediction": str(it.prediction) if it.prediction else "",
-               "bundle": self.meta.get("bundle") or "", "changed_px": "" if changed is None else changed,
-               "mask": str(mask) if mask else ""}
+        rec = {"time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "user": self.user,
+               "id": it.id, "key": it.key, "decision": decision, "image": str(it.image_path),
+               "prediction": str(it.prediction) if it.prediction else "", "bundle": self.meta.get("bundle") or "",
+               "changed_px": "" if changed is None else changed, "mask": str(mask) if mask else ""}
         log = self.out / "review.csv"
         new = not log.is_file()
         with log.open("a", newline="") as f:

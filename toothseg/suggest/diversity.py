@@ -19,18 +19,10 @@ def one_per_group(keys: Sequence[str], scores: Mapping[str, float], groups: Mapp
     best: dict[int, str] = {}
     for k in keys:
         g = groups.get(k)
-        if g is None:
-            continue
-        if g not in best or scores[k] > scores[best[g]]:
+        if g is not None and (g not in best or scores[k] > scores[best[g]]):
             best[g] = k
-    kept, dropped = [], {}
-    for k in keys:
-        g = groups.get(k)
-        if g is None or best[g] == k:
-            kept.append(k)
-        else:
-            dropped[k] = best[g]
-    return kept, dropped
+    stands_for = {k: best.get(groups.get(k), k) for k in keys}  # ungrouped keys stand for themselves
+    return [k for k in keys if stands_for[k] == k], {k: rep for k, rep in stands_for.items() if rep != k}
 
 
 def k_center_greedy(features: np.ndarray, n: int, first: int | None = None,

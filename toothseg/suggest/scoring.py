@@ -23,7 +23,3 @@ def uncertainty(views: np.ndarray, weights: list[float] | None = None, threshold
     ent = 1.0 - entropy(v, fused, threshold)
     return {"score": 0.5 * (dis + ent), "disagreement": dis, "entropy": ent,
             "tooth_fraction": float((fused > threshold).mean())}
-
-
-def fused_map(views: np.ndarray, weights: list[float] | None = None) -> np.ndarray:
-    return np.clip(fuse(list(views), weights), 0.0, 1.0)

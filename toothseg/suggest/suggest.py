@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -20,19 +21,17 @@ from toothseg.config import Config
 from toothseg.data.io import read_image, write_png
 from toothseg.data.layout import Sample
 from toothseg.errors import ConfigError, InputError, ToothsegError
+from toothseg.predict.fusion import fuse
 from toothseg.pseudo.pool import unlabelled_pool
+from toothseg.run.files import key_png
 from toothseg.run.folder import RunDir, open_run, setup_logging
 from toothseg.suggest.diversity import one_per_group
 from toothseg.suggest.features import image_features
-from toothseg.suggest.scoring import fused_map, uncertainty
+from toothseg.suggest.scoring import uncertainty
 from toothseg.suggest.strategy import DEFAULT, Pick, check_strategy, pick
 from toothseg.suggest.worklist import write_worklist
 
 log = logging.getLogger("toothseg")
-
-
-def _cache_file(cache: Path, s: Sample) -> Path:
-    return cache / s.source / f"{s.image_id}.npz"
 
 
 def _load_cached(path: Path, stamp: str, need_scores: bool) -> dict | None:
@@ -66,7 +65,7 @@ def _item(rank: int, p: Pick, rec: dict, copies: int) -> dict:
 
 def suggest(run: str | Path, n: int = 50, out: str | Path | None = None, bundle: str | Path | None = None,
             folds: list[int] | None = None, oversample: float = 4.0, use_labelled: bool = True,
-            limit: int | None = None, threads: int | None = None, strategy: str = DEFAULT) -> dict:
+            threads: int | None = None, strategy: str = DEFAULT) -> dict:
     """Write a worklist of the ``n`` unlabelled images most worth labelling; returns a summary.
 
     ``out``: the worklist CSV (default RUN/suggest/worklist.csv; the JSON goes beside it). ``bundle``: default
@@ -90,8 +89,7 @@ def suggest(run: str | Path, n: int = 50, out: str | Path | None = None, bundle:
     work = csv_path.parent / f"{csv_path.stem}.cache"
     pred_dir = csv_path.parent / f"{csv_path.stem}.pred"
     pool = unlabelled_pool(rd)
-    samples = pool.samples[:limit] if limit else pool.samples
-    if not samples:
+    if not pool.samples:
         raise InputError(rd.samples, f"no unlabelled image to rank ({len(pool.skipped)} are copies of labelled "
                          "images or dropped)", "add unlabelled X-rays (DIR/unlabelled/) and rerun 'toothseg prepare'")
     bundle_path = Path(bundle) if bundle is not None else rd.require(rd.bundle_dir / "bundle.json", "train").parent
@@ -104,10 +102,10 @@ def suggest(run: str | Path, n: int = 50, out: str | Path | None = None, bundle:
     t0 = time.time()
     recs: dict[str, dict] = {}
     failed: dict[str, str] = {}
-    for i, s in enumerate(samples):
-        cpath = _cache_file(work, s)
-        mask_path = pred_dir / s.source / f"{s.image_id}.png"
-        rec = _load_cached(cpath, stamp, need_scores=True) if cpath.is_file() and mask_path.is_file() else None
+    for i, s in enumerate(pool.samples):
+        cpath = key_png(work, s.key).with_suffix(".npz")
+        mask_path = key_png(pred_dir, s.key)
+        rec = _load_cached(cpath, stamp, need_scores=True) if mask_path.is_file() else None
         if rec is None:
             try:
                 img = read_image(s.image_path)
@@ -117,20 +115,20 @@ def suggest(run: str | Path, n: int = 50, out: str | Path | None = None, bundle:
                 continue
             views = pred.member_views(img)
             rec = {**uncertainty(views, weights, pred.threshold), "features": image_features(pred, img)}
-            write_png(mask_path, pred.to_mask(fused_map(views, weights)))
+            write_png(mask_path, pred.to_mask(np.clip(fuse(list(views), weights), 0.0, 1.0)))
             _save_cached(cpath, stamp, rec)
         recs[s.key] = {**rec, "prediction": str(mask_path.resolve()), "image_path": str(s.image_path)}
         if (i + 1) % 25 == 0:
-            log.info("suggest: %d/%d images scored (%.0f s)", i + 1, len(samples), time.time() - t0)
+            log.info("suggest: %d/%d images scored (%.0f s)", i + 1, len(pool.samples), time.time() - t0)
     if not recs:
-        raise ToothsegError(f"{rd.root}: none of the {len(samples)} unlabelled images could be read; see the log")
+        raise ToothsegError(f"{rd.root}: none of the {len(pool.samples)} unlabelled images could be read; see the log")
 
     centres = None
     if use_labelled:
         feats = []
         for s in _labelled_for_training(rd):
-            cpath = _cache_file(work / "labelled", s)
-            rec = _load_cached(cpath, stamp, need_scores=False) if cpath.is_file() else None
+            cpath = key_png(work / "labelled", s.key).with_suffix(".npz")
+            rec = _load_cached(cpath, stamp, need_scores=False)
             if rec is None:
                 try:
                     rec = {"features": image_features(pred, read_image(s.image_path))}
@@ -146,14 +144,13 @@ def suggest(run: str | Path, n: int = 50, out: str | Path | None = None, bundle:
     kept, copies = one_per_group(keys, {k: recs[k]["score"] for k in keys}, groups)
     seed = cfg.seed if cfg is not None else Config().seed
     picks = pick(strategy, kept, recs, n, centres, oversample, seed)
-    n_copies = {k: sum(1 for v in copies.values() if v == k) for k in kept}
+    n_copies = Counter(copies.values())
     items = [_item(rank, p, recs[p.key], n_copies[p.key]) for rank, p in enumerate(picks, start=1)]
     meta = {"run": str(rd.root.resolve()), "bundle": str(b.root.resolve()), "bundle_created": b.meta.get("created"),
             "members": pred.member_names, "views": ["image", "hflip"], "threshold": pred.threshold,
-            "n": n, "strategy": strategy, "seed": seed, "oversample": oversample,
-            "use_labelled": centres is not None, "pool": len(samples), "scored": len(recs), "candidates": len(kept),
-            "duplicates_counted_once": copies, "skipped": pool.skipped, "failed": failed,
-            "seconds": round(time.time() - t0, 1)}
+            "n": n, "strategy": strategy, "seed": seed, "oversample": oversample, "use_labelled": centres is not None,
+            "pool": len(pool.samples), "scored": len(recs), "candidates": len(kept), "duplicates_counted_once": copies,
+            "skipped": pool.skipped, "failed": failed, "seconds": round(time.time() - t0, 1)}
     json_path = write_worklist(csv_path, meta, items)
     log.info("suggest: %d of %d unlabelled images picked (%d copies counted once, %d failed) -> %s",
              len(items), len(recs), len(copies), len(failed), csv_path)

@@ -95,13 +95,6 @@ def select_typical(candidates: np.ndarray, scores: np.ndarray, n: int, labelled:
     """
     from threadpoolctl import threadpool_limits  # scikit-learn's own dependency
 
-    # One thread: the sets are small, and OpenMP threads spinning on a busy CPU turn milliseconds into seconds.
-    with threadpool_limits(limits=1):
-        return _select(candidates, scores, n, labelled, seed, knn)
-
-
-def _select(candidates: np.ndarray, scores: np.ndarray, n: int, labelled: np.ndarray | None, seed: int,
-            knn: int) -> list[TypicalPick]:
     cand = normalise(candidates)
     lab = normalise(labelled) if labelled is not None and len(labelled) else np.empty((0, cand.shape[1]))
     n = min(int(n), len(cand))
@@ -110,28 +103,23 @@ def _select(candidates: np.ndarray, scores: np.ndarray, n: int, labelled: np.nda
     feats = np.concatenate([cand, lab])
     unc = np.concatenate([np.asarray(scores, dtype=np.float64), np.zeros(len(lab))])
     is_labelled = np.arange(len(feats)) >= len(cand)
-    labels = cluster(feats, len(lab) + n, seed)
-    order = cluster_order(labels, is_labelled)
-    members = {c: np.flatnonzero(labels == c) for c in order}
-    typ = {c: typicality(feats[members[c]], knn) for c in order}
+    # One thread: the sets are small, and OpenMP threads spinning on a busy CPU turn milliseconds into seconds.
+    with threadpool_limits(limits=1):
+        labels = cluster(feats, len(lab) + n, seed)
+        order = cluster_order(labels, is_labelled)
+        members = {c: np.flatnonzero(labels == c) for c in order}
+        typ = {c: typicality(feats[members[c]], knn) for c in order}
     picks: list[TypicalPick] = []
-    while len(picks) < n:  # a second round only when fewer clusters than picks hold candidates
-        picks += _one_round(order, members, typ, unc, is_labelled, {p.index for p in picks}, n - len(picks))
-    return picks
-
-
-def _one_round(order: list[int], members: dict[int, np.ndarray], typ: dict[int, np.ndarray], unc: np.ndarray,
-               is_labelled: np.ndarray, taken: set[int], n: int) -> list[TypicalPick]:
-    """At most one pick per cluster, in ``order``, from rows neither labelled nor ``taken``; up to ``n``."""
-    picks: list[TypicalPick] = []
-    for c in order:
-        if len(picks) == n:
-            break
-        rows = members[c]
-        free = [j for j, r in enumerate(rows) if not is_labelled[r] and r not in taken]
-        if not free:
-            continue
-        pos, t_rank, u_rank = pick_in_cluster(typ[c][free], unc[rows[free]])
-        picks.append(TypicalPick(int(rows[free[pos]]), len(rows), int(is_labelled[rows].sum()), len(free), t_rank,
-                                 u_rank))
+    taken: set[int] = set()
+    while len(picks) < n:  # rounds of at most one pick per cluster; a second only when clusters run out
+        for c in order:
+            if len(picks) == n:
+                break
+            rows = members[c]
+            free = [j for j, r in enumerate(rows) if not is_labelled[r] and r not in taken]
+            if free:
+                pos, t_rank, u_rank = pick_in_cluster(typ[c][free], unc[rows[free]])
+                taken.add(int(rows[free[pos]]))
+                picks.append(TypicalPick(int(rows[free[pos]]), len(rows), int(is_labelled[rows].sum()), len(free),
+                                         t_rank, u_rank))
     return picks

@@ -9,11 +9,10 @@ the JSON's ``strategy`` records.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from toothseg.errors import InputError
-from toothseg.run.files import write_csv, write_json
+from toothseg.run.files import read_json, write_csv, write_json
 
 FIELDS = ["rank", "key", "image_path", "prediction", "score", "disagreement", "entropy", "uncertainty_rank",
           "distance", "reason"]
@@ -36,7 +35,7 @@ def read_worklist(path: str | Path) -> dict:
     if not p.is_file():
         raise InputError(p, "worklist not found", "run 'toothseg suggest RUN' first or pass its worklist.json")
     try:
-        data = json.loads(p.read_text())
+        data = read_json(p)
     except (OSError, ValueError) as exc:
         raise InputError(p, f"unreadable worklist ({exc})", "rerun 'toothseg suggest'") from None
     if not isinstance(data, dict) or not isinstance(data.get("items"), list):
