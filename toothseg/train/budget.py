@@ -13,15 +13,11 @@ the same step.
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 
-from toothseg.atomic import atomic_write_text
-from toothseg.durations import parse_hhmmss
 from toothseg.train.phases import PhaseTimes, now
 
 PROBE_STEPS = 5  # first plan after this many optimizer steps
@@ -30,10 +26,6 @@ VAL_COST = 0.35  # before a validation was timed: a validation batch costs about
 SMALL_COST = 0.3  # before both were timed: a half-scale step costs about this share of a full-scale one
 MARGIN_S = 2.0  # seconds kept free for what no measurement covers (loop bookkeeping, logger flushes)
 WARMUP_MAX_SHARE = 0.2  # warm-up never takes more than this share of the planned steps
-
-
-def budget_seconds(hhmmss: str) -> float:
-    return float(parse_hhmmss(hhmmss))
 
 
 def plan_total_steps(done: int, remaining_s: float, step_s: float, val_s: float, ckpt_s: float, val_interval: int,
@@ -122,9 +114,7 @@ class BudgetSchedule(L.Callback):
         step = trainer.global_step
         self._last_plan, self._replan = step, False
         spe = steps_per_epoch(trainer)
-        cap = self.max_epochs * spe
-        if self.max_steps and self.max_steps > 0:
-            cap = min(cap, self.max_steps)
+        cap = step_cap(self.max_epochs, spe, self.max_steps)
         ratio = self.phases.small_ratio(SMALL_COST)
         step_s = self.phases.step_seconds(ratio)
         if step_s is None:
@@ -154,9 +144,10 @@ class BudgetSchedule(L.Callback):
                 "partial_last_epoch": bool(trainer.global_step % spe)}
 
 
-def write_report(path: Path, info: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(info, indent=2))
-
-
 def steps_per_epoch(trainer: L.Trainer) -> int:
     return max(1, int(trainer.num_training_batches) // max(1, trainer.accumulate_grad_batches))
+
+
+def step_cap(epochs: int, spe: int, max_steps: int | None) -> int:
+    """The optimizer steps of ``epochs`` epochs of ``spe`` steps, at most ``max_steps`` when that is set (> 0)."""
+    return min(epochs * spe, int(max_steps)) if max_steps and max_steps > 0 else epochs * spe
