@@ -32,12 +32,9 @@ class CheckReport:
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     seconds: float = 0.0
 
-    def by_level(self, level: str) -> list[Problem]:
-        return [p for p in self.problems if p.level == level]
-
     @property
     def errors(self) -> list[Problem]:
-        return self.by_level("error")
+        return [p for p in self.problems if p.level == "error"]
 
     @property
     def ok(self) -> bool:
