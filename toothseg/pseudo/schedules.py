@@ -132,14 +132,6 @@ def cv_metrics(fold_dirs: list[Path]) -> dict[str, float | int]:
     return {"n_images": s["n"], **{m: round(s[m], 6) for m in ("dice", "iou", "hd95")}}
 
 
-def _ensure_pseudo(run: RunDir, teacher: str, labels: PseudoLabels, folds: list[int] | None) -> None:
-    """Pseudo-label with ``teacher`` unless ``labels`` already holds labels from that teacher."""
-    if labels.read_info().get("teacher") == teacher and labels.scores_csv.is_file():
-        log.info("pseudo-labels in %s are from teacher %s: reused", labels.path, teacher)
-        return
-    pseudo_label(run.root, teacher=teacher, out=labels.path, folds=folds, overwrite=True)
-
-
 def retrain(run: str | Path, schedule: str | None = None, rounds: int | None = None, soft: bool | None = None,
             folds: list[int] | None = None, teacher: str | None = None, max_time: str | None = None,
             resume: bool = True) -> dict[str, Any]:
@@ -173,7 +165,10 @@ def retrain(run: str | Path, schedule: str | None = None, rounds: int | None = N
         labels = rd.pseudo_labels(r)
         p_items: list = []
         if uses_pseudo:
-            _ensure_pseudo(rd, current_teacher, labels, fold_ids)
+            if labels.read_info().get("teacher") == current_teacher and labels.scores_csv.is_file():
+                log.info("pseudo-labels in %s are from teacher %s: reused", labels.path, current_teacher)
+            else:
+                pseudo_label(rd.root, teacher=current_teacher, out=labels.path, folds=fold_ids, overwrite=True)
             p_items = pseudo_items(rd, labels.path, soft=p.soft, weight=p.pseudo_weight,
                                    pixel_confidence=p.pixel_confidence)
         u_items = unlabelled_items(rd) if any(st.unlabelled for st in stages) else None

@@ -103,11 +103,6 @@ def has_checkpoints(out_dir: Path) -> bool:
     return out_dir.is_dir() and any(out_dir.glob("*.ckpt"))
 
 
-def _set_threads(cfg: Config) -> None:
-    if not torch.cuda.is_available() or cfg.train.accelerator == "cpu":
-        torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
-
-
 def _loader(ds: SegDataset, batch: int, shuffle: bool, workers: int) -> DataLoader:
     return DataLoader(ds, batch_size=batch, shuffle=shuffle, num_workers=workers, drop_last=shuffle and len(ds) > batch,
                       persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
@@ -172,7 +167,8 @@ def fit_model(cfg: Config, train_items: list[TrainItem], val_items: list[TrainIt
     if resume and ckpt_path is None:
         log.info("%s: no last.ckpt to resume from; starting this model from scratch", out_dir)
 
-    _set_threads(cfg)
+    if not torch.cuda.is_available() or tcfg.accelerator == "cpu":
+        torch.set_num_threads(tcfg.threads or os.cpu_count() or 1)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     pcfg = cfg.pseudo
     workers = resolve_workers(tcfg.num_workers, tcfg.cache, _on_gpu(tcfg.accelerator))
