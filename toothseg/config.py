@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from toothseg.atomic import atomic_write_text
+from toothseg.durations import parse_hhmmss
 from toothseg.errors import ConfigError
 
 
@@ -26,7 +27,16 @@ def _check_scales(v: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return v
 
 
+def _check_hhmmss(v: str) -> str:
+    try:
+        parse_hhmmss(v)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+    return v
+
+
 Scales = Annotated[list[tuple[int, int]], AfterValidator(_check_scales)]
+HHMMSS = Annotated[str, AfterValidator(_check_hhmmss)]
 
 
 class _Section(BaseModel):
@@ -79,8 +89,8 @@ class TrainConfig(_Section):
     augment: Literal["none", "light", "strong"] = "strong"
     hard_fraction: float = Field(0.1, ge=0, le=1, description="share of lowest-scoring OOF samples oversampled")
     hard_repeat: int = Field(1, ge=0, description="extra copies of each hard sample per epoch")
-    max_time: str | None = Field(None, description="wall-clock budget per model, HH:MM:SS; training is planned to "
-                                 "end on it (the last epoch may be partial; validation and checkpoints included)")
+    max_time: HHMMSS | None = Field(None, description="wall-clock budget per model, HH:MM:SS; training is planned to "
+                                    "end on it (the last epoch may be partial; validation and checkpoints included)")
     max_steps: int = Field(-1, ge=-1)
     limit_train_batches: float | int | None = None
     val_every: int = Field(1, ge=1, description="validate every N epochs; the final weights are always validated")
@@ -113,19 +123,6 @@ class TrainConfig(_Section):
         "auto", description="DataLoader worker processes; 'auto': none on CPUs with up to 2 cores or with the cache "
         "on a CPU-only run (the cache makes loading cheap), else min(4, cores // 2)")
     threads: int | None = Field(None, description="torch CPU threads; None = all cores")
-
-    @field_validator("max_time")
-    @classmethod
-    def _hhmmss(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        from toothseg.durations import parse_hhmmss
-
-        try:
-            parse_hhmmss(v)
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
-        return v
 
 
 class PseudoConfig(_Section):

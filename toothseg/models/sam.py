@@ -194,14 +194,6 @@ def _options(cfg: ModelConfig) -> dict:
     return opts
 
 
-def set_trainable(model: SamSegmenter, freeze_encoder: bool) -> None:
-    """Freeze the whole image encoder (then only LoRA adapters, if any, train in it)."""
-    if freeze_encoder:
-        model.image_encoder.requires_grad_(False)
-        for p in lora_parameters(model.image_encoder):
-            p.requires_grad_(True)
-
-
 @register_model("sam-vit")
 def build_sam_vit(cfg: ModelConfig, load_weights: bool = True) -> SamSegmenter:
     """Builder for ``sam-vit-{b,l,h,tiny}``; ``cfg.weights`` is a local official-format SAM checkpoint.
@@ -223,5 +215,8 @@ def build_sam_vit(cfg: ModelConfig, load_weights: bool = True) -> SamSegmenter:
         apply_lora(model.image_encoder, opts["lora_rank"], opts["lora_alpha"])
     if cfg.weights and load_weights:
         model.load_pretrained_weights(cfg.weights)
-    set_trainable(model, opts["freeze_encoder"] or opts["lora_rank"] > 0)
+    if opts["freeze_encoder"] or opts["lora_rank"] > 0:  # a frozen encoder: only LoRA adapters, if any, train in it
+        model.image_encoder.requires_grad_(False)
+        for p in lora_parameters(model.image_encoder):
+            p.requires_grad_(True)
     return model
