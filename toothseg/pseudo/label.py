@@ -87,12 +87,8 @@ def pseudo_label(run: str | Path, teacher: str | None = None, out: str | Path | 
     out_dir = labels.path
     if labels.scores_csv.is_file() and not overwrite:
         raise ToothsegError(f"{labels.scores_csv}: pseudo-labels exist; pass --overwrite to label again")
-    pool = unlabelled_pool(rd)
+    pool = unlabelled_pool(rd, "to pseudo-label")
     samples = pool.samples[:limit] if limit else pool.samples
-    if not samples:
-        raise InputError(rd.samples, "no unlabelled image to pseudo-label "
-                         f"({len(pool.skipped)} skipped as copies of labelled images or dropped)",
-                         "add unlabelled X-rays (DIR/unlabelled/) and rerun 'toothseg prepare'")
     labels.clear_maps()
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()

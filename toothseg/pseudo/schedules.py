@@ -81,12 +81,8 @@ def pseudo_items(run: RunDir, pseudo_dir: Path, soft: bool = False, weight: floa
 
 def unlabelled_items(run: RunDir) -> list[TrainItem]:
     """TrainItems (image only) of the run's unlabelled pool (pool.py: copies of labelled images excluded)."""
-    pool = unlabelled_pool(run)
-    if not pool.samples:
-        raise InputError(run.samples, f"no unlabelled image for consistency training ({len(pool.skipped)} skipped "
-                         "as copies of labelled images or dropped)",
-                         "add unlabelled X-rays (DIR/unlabelled/) and rerun 'toothseg prepare'")
-    return [TrainItem(s.key, s.image_path, pseudo=True) for s in pool.samples]
+    return [TrainItem(s.key, s.image_path, pseudo=True)
+            for s in unlabelled_pool(run, "for consistency training").samples]
 
 
 ARCH_KEYS = ("name", "encoder", "decoder_channels", "extra")  # what must match for a teacher's weights to fit
