@@ -204,10 +204,9 @@ def fit_model(cfg: Config, train_items: list[TrainItem], val_items: list[TrainIt
     val_loader = _loader(val_ds, tcfg.batch_size, False, workers) if val_ds is not None else None
     planner = None
     if budget is not None:
-        planner = BudgetSchedule(parse_hhmmss(budget), phases, n_epochs,
+        planner = BudgetSchedule(parse_hhmmss(budget), phases, n_epochs, tcfg,
                                  val_batches=len(val_loader) if val_loader is not None else 0,
-                                 val_every=tcfg.val_every, ckpt_every=CKPT_EVERY_STEPS, max_steps=tcfg.max_steps,
-                                 warmup_epochs=tcfg.warmup_epochs, progressive_share=tcfg.progressive_share)
+                                 ckpt_every=CKPT_EVERY_STEPS)
         callbacks.append(planner)
     precision = resolve_precision(tcfg.precision, tcfg.accelerator)
     trainer = L.Trainer(
