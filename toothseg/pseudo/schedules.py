@@ -32,7 +32,8 @@ from toothseg.run.family import FoldDir, read_oof, summarise
 from toothseg.run.folder import RunDir, open_run
 from toothseg.run.pseudo_labels import PseudoLabels
 from toothseg.train.dataset import TrainItem
-from toothseg.train.kfold import FoldData, Stage, labelled_items, model_tag, split_items, train_fold, write_model_json
+from toothseg.train.kfold import (FoldData, Stage, labelled_items, model_tag, select_folds, split_items, train_fold,
+                                  write_model_json)
 
 log = logging.getLogger("toothseg")
 
@@ -145,10 +146,7 @@ def retrain(run: str | Path, schedule: str | None = None, rounds: int | None = N
     p.rounds = rounds or p.rounds
     p.soft = p.soft if soft is None else soft
     fold_map = rd.read_folds()
-    fold_ids = sorted(fold_map) if folds is None else list(folds)
-    bad = [k for k in fold_ids if k not in fold_map]
-    if bad:
-        raise ConfigError(f"fold {bad[0]} is not in {rd.folds} (folds {sorted(fold_map)}); pick existing folds")
+    fold_ids = select_folds(fold_map, folds, "fold")
     uses_pseudo = any(st.pseudo for st in stages)
     has_teacher = p.schedule != "labelled"
     scale = tuple((cfg.model.scales or cfg.train.scales)[0])

@@ -17,15 +17,15 @@ from pathlib import Path
 from toothseg.atomic import atomic_copy
 from toothseg.config import Config, ModelConfig, build_config, save_config
 from toothseg.durations import format_hhmmss, parse_hhmmss
-from toothseg.errors import ConfigError
+from toothseg.folds_arg import parse_folds
 from toothseg.models.pretrained import weights_file
 from toothseg.run.family import Family, FoldDir
 from toothseg.run.folder import Folds, RunDir, open_run, setup_logging
 from toothseg.train.dataset import TrainItem
 from toothseg.train.fit import FitResult, has_checkpoints, is_main_process
 from toothseg.train.hard_mining import hard_keys, oversample
-from toothseg.train.kfold import (SUPERVISED, FoldData, Stage, fit_stage, labelled_items, model_tag, split_items,
-                                  train_fold, write_model_json)
+from toothseg.train.kfold import (SUPERVISED, FoldData, Stage, fit_stage, labelled_items, model_tag, select_folds,
+                                  split_items, train_fold, write_model_json)
 from toothseg.train.oof import score_fold
 from toothseg.train.provenance import check_fold
 
@@ -48,18 +48,6 @@ def resolve_config(rd: RunDir, preset: str | None, overrides: list[str] | None, 
         parse_hhmmss(max_time, "--max-time")
         cfg.train.max_time = max_time
     return cfg
-
-
-def select_folds(folds: Folds, fold: int | str) -> list[int]:
-    if str(fold) == "all":
-        return sorted(folds)
-    try:
-        k = int(fold)
-    except ValueError:
-        raise ConfigError(f"--fold '{fold}': pass a fold number or 'all'") from None
-    if k not in folds:
-        raise ConfigError(f"--fold {k}: folds.json has folds {sorted(folds)}; pass one of them or 'all'")
-    return [k]
 
 
 # -- one tag ---------------------------------------------------------------------------------------------------
@@ -132,7 +120,7 @@ def train(run: str | Path, fold: int | str = "all", preset: str | None = None, m
     setup_logging(rd)
     cfg = resolve_config(rd, preset, overrides, max_time)
     folds = rd.read_folds()
-    fold_ids = select_folds(folds, fold)
+    fold_ids = select_folds(folds, parse_folds(fold, "--fold"))
     items = labelled_items(rd)
     for mcfg in [cfg.model, *cfg.models]:
         if mcfg.weights:  # fail before config.yaml is rewritten or anything trains: the weights must be on disk

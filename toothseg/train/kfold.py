@@ -18,10 +18,10 @@ from typing import Any
 
 from toothseg.config import Config, ModelConfig
 from toothseg.durations import format_hhmmss, parse_hhmmss
-from toothseg.errors import InputError
+from toothseg.errors import ConfigError, InputError
 from toothseg.models.factory import uses_encoder
 from toothseg.run.family import Family, FoldDir, summarise
-from toothseg.run.folder import RunDir
+from toothseg.run.folder import Folds, RunDir
 from toothseg.train import fit
 from toothseg.train.dataset import TrainItem
 from toothseg.train.module import SegModule
@@ -70,6 +70,16 @@ def labelled_items(rd: RunDir) -> dict[str, TrainItem]:
         if d.use != "drop" and src is not None and src.mask_path is not None:
             out[key] = TrainItem(key=key, image_path=s.image_path, mask_path=src.mask_path)
     return out
+
+
+def select_folds(folds: Folds, wanted: list[int] | None, what: str = "--fold") -> list[int]:
+    """The fold numbers ``wanted`` (None: every fold of folds.json), each checked against folds.json."""
+    if wanted is None:
+        return sorted(folds)
+    missing = [k for k in wanted if k not in folds]
+    if missing:
+        raise ConfigError(f"{what} {missing[0]}: folds.json has folds {sorted(folds)}; pass one of them or 'all'")
+    return list(wanted)
 
 
 def split_items(items: dict[str, TrainItem], split: dict[str, list[str]], folds_path: Path) -> tuple[list, list]:
