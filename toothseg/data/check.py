@@ -48,9 +48,7 @@ class CheckReport:
         """Human-readable problem table and per-source counts; info rows beyond `max_info` are summarised."""
         lines: list[str] = []
         rows = sorted(self.problems, key=lambda p: (LEVELS.index(p.level), p.source, p.path))
-        shown = [p for p in rows if p.level != "info"]
-        infos = [p for p in rows if p.level == "info"]
-        shown += infos if max_info is None else infos[:max_info]
+        shown = [p for p in rows if p.level != "info"] + [p for p in rows if p.level == "info"][:max_info]
         if shown:
             wf = min(60, max(len("file"), *(len(p.path) for p in shown)))
             wp = min(70, max(len("problem"), *(len(p.problem) for p in shown)))
