@@ -32,27 +32,27 @@ from toothseg.run.family import FoldDir, read_oof, summarise
 from toothseg.run.folder import RunDir, open_run
 from toothseg.run.pseudo_labels import PseudoLabels
 from toothseg.train.dataset import TrainItem
-from toothseg.train.kfold import (FoldData, Stage, labelled_items, model_tag, select_folds, split_items, train_fold,
-                                  write_model_json)
+from toothseg.train.kfold import (SUPERVISED, FoldData, Stage, labelled_items, model_tag, select_folds, split_items,
+                                  train_fold, write_model_json)
 
 log = logging.getLogger("toothseg")
 
-SCHEDULES = ("labelled", "labelled-continue", "pretrain", "mix", "pretrain-mix", "consistency")
+PLANS: dict[str, list[Stage]] = {
+    "labelled": SUPERVISED,
+    "labelled-continue": SUPERVISED,  # the same stage, warm-started from the teacher
+    "pretrain": [Stage("pretrain", False, True), Stage("finetune", True, False, init_from_previous=True)],
+    "mix": [Stage("train", labelled=True, pseudo=True)],
+    "pretrain-mix": [Stage("pretrain", False, True), Stage("finetune", True, True, init_from_previous=True)],
+    "consistency": [Stage("train", labelled=True, pseudo=False, unlabelled=True, module=ConsistencyModule)],
+}
+SCHEDULES = tuple(PLANS)
 
 
 def plan(schedule: str) -> list[Stage]:
     """The stages of ``schedule``."""
-    stages = {
-        "labelled": [Stage("train", labelled=True, pseudo=False)],
-        "labelled-continue": [Stage("train", labelled=True, pseudo=False)],
-        "consistency": [Stage("train", labelled=True, pseudo=False, unlabelled=True, module=ConsistencyModule)],
-        "pretrain": [Stage("pretrain", False, True), Stage("finetune", True, False, init_from_previous=True)],
-        "mix": [Stage("train", labelled=True, pseudo=True)],
-        "pretrain-mix": [Stage("pretrain", False, True), Stage("finetune", True, True, init_from_previous=True)],
-    }
-    if schedule not in stages:
+    if schedule not in PLANS:
         raise ConfigError(f"pseudo.schedule='{schedule}' is unknown; choose one of: {', '.join(SCHEDULES)}")
-    return stages[schedule]
+    return PLANS[schedule]
 
 
 def uses_pseudo_labels(run: str | Path, schedule: str | None = None) -> bool:
