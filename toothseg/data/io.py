@@ -248,9 +248,7 @@ def read_mask(path: str | Path) -> np.ndarray:
 
 
 def write_png(path: str | Path, arr: np.ndarray) -> None:
-    """Write a uint8/bool 2-D or RGB array as PNG (bool -> 0/255), creating parent folders."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a uint8/bool 2-D or RGB array as PNG (bool -> 0/255), creating parent folders (`atomic_path` does)."""
     if arr.dtype == bool:
         arr = arr.astype(np.uint8) * 255
     if arr.ndim == 3:
