@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from toothseg.atomic import atomic_write_text
+from toothseg.durations import parse_hhmmss
 from toothseg.errors import ConfigError
 
 
@@ -24,6 +25,18 @@ def _check_scales(v: list[tuple[int, int]]) -> list[tuple[int, int]]:
         if h % 32 or w % 32 or h <= 0 or w <= 0:
             raise ValueError(f"scale {h}x{w}: both sides must be positive multiples of 32 (e.g. 320x640)")
     return v
+
+
+def _check_hhmmss(v: str) -> str:
+    try:
+        parse_hhmmss(v)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+    return v
+
+
+Scales = Annotated[list[tuple[int, int]], AfterValidator(_check_scales)]
+HHMMSS = Annotated[str, AfterValidator(_check_hhmmss)]
 
 
 class _Section(BaseModel):
@@ -48,13 +61,8 @@ class ModelConfig(_Section):
     weights: str | None = Field(None, description="local weights file, 'cache' (offline timm/HF cache) or None")
     decoder_channels: list[int] | None = None
     extra: dict[str, Any] = Field(default_factory=dict, description="architecture-specific keyword arguments")
-    scales: list[tuple[int, int]] | None = Field(None, description="this model's own (height, width) training "
-                                                 "scales; None = train.scales (recipe: SAM at 1024x1024)")
-
-    @field_validator("scales")
-    @classmethod
-    def _model_scales(cls, v: list[tuple[int, int]] | None) -> list[tuple[int, int]] | None:
-        return None if v is None else _check_scales(v)
+    scales: Scales | None = Field(None, description="this model's own (height, width) training scales; None = "
+                                  "train.scales (recipe: SAM at 1024x1024)")
 
 
 class LossConfig(_Section):
@@ -67,7 +75,7 @@ class LossConfig(_Section):
 
 
 class TrainConfig(_Section):
-    scales: list[tuple[int, int]] = Field(default_factory=lambda: [(320, 640)], description="(height, width) list")
+    scales: Scales = Field(default_factory=lambda: [(320, 640)], description="(height, width) list")
     resize: Literal["resize", "letterbox"] = "resize"
     epochs: int = Field(50, ge=1)
     batch_size: int = Field(4, ge=1)
@@ -81,8 +89,8 @@ class TrainConfig(_Section):
     augment: Literal["none", "light", "strong"] = "strong"
     hard_fraction: float = Field(0.1, ge=0, le=1, description="share of lowest-scoring OOF samples oversampled")
     hard_repeat: int = Field(1, ge=0, description="extra copies of each hard sample per epoch")
-    max_time: str | None = Field(None, description="wall-clock budget per model, HH:MM:SS; training is planned to "
-                                 "end on it (the last epoch may be partial; validation and checkpoints included)")
+    max_time: HHMMSS | None = Field(None, description="wall-clock budget per model, HH:MM:SS; training is planned to "
+                                    "end on it (the last epoch may be partial; validation and checkpoints included)")
     max_steps: int = Field(-1, ge=-1)
     limit_train_batches: float | int | None = None
     val_every: int = Field(1, ge=1, description="validate every N epochs; the final weights are always validated")
@@ -115,24 +123,6 @@ class TrainConfig(_Section):
         "auto", description="DataLoader worker processes; 'auto': none on CPUs with up to 2 cores or with the cache "
         "on a CPU-only run (the cache makes loading cheap), else min(4, cores // 2)")
     threads: int | None = Field(None, description="torch CPU threads; None = all cores")
-
-    @field_validator("scales")
-    @classmethod
-    def _multiple_of_32(cls, v: list[tuple[int, int]]) -> list[tuple[int, int]]:
-        return _check_scales(v)
-
-    @field_validator("max_time")
-    @classmethod
-    def _hhmmss(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        from toothseg.durations import parse_hhmmss
-
-        try:
-            parse_hhmmss(v)
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
-        return v
 
 
 class PseudoConfig(_Section):
@@ -297,14 +287,16 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     return loaded
 
 
-def build_config(preset: str = "cpu", yaml_path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults <- preset <- YAML file <- ``section.key=value`` overrides, validated."""
+def build_config(preset: str = "cpu", yaml_path: str | Path | None = None, overrides: list[str] | None = None,
+                 mapping: dict[str, Any] | None = None) -> Config:
+    """Defaults <- preset <- YAML file <- ``section.key=value`` overrides, validated. ``mapping``: the YAML file's
+    settings when the caller has them already (e.g. a run's config.yaml, trimmed); errors still name the file."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset '{preset}'; choose one of: {', '.join(PRESETS)}")
     data: dict[str, Any] = _deep_merge({"preset": preset}, PRESETS[preset])
     origin = f"preset '{preset}'"
     if yaml_path is not None:
-        data = _deep_merge(data, read_yaml_mapping(yaml_path))
+        data = _deep_merge(data, read_yaml_mapping(yaml_path) if mapping is None else mapping)
         origin = str(yaml_path)
     for item in overrides or []:
         keys, value = _parse_override(item)

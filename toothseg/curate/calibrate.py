@@ -21,21 +21,6 @@ from toothseg.data.io import read_image
 from toothseg.data.layout import discover
 
 
-def _gamma(a: np.ndarray, g: float) -> np.ndarray:
-    return (255.0 * (a / 255.0) ** g).astype(np.uint8)
-
-
-def _contrast(a: np.ndarray, c: float, b: float) -> np.ndarray:
-    f = a.astype(np.float32)
-    return np.clip((f - f.mean()) * c + f.mean() + b, 0, 255).astype(np.uint8)
-
-
-def _crop(a: np.ndarray, rng: np.random.Generator, frac: float = 0.03) -> np.ndarray:
-    h, w = a.shape
-    t, b, left, r = (int(rng.uniform(0, frac) * s) for s in (h, h, w, w))
-    return a[t : h - b, left : w - r]
-
-
 def _jpeg(a: np.ndarray, q: int = 60) -> np.ndarray:
     return cv2.imdecode(cv2.imencode(".jpg", a, [cv2.IMWRITE_JPEG_QUALITY, q])[1], cv2.IMREAD_GRAYSCALE)
 
@@ -43,13 +28,17 @@ def _jpeg(a: np.ndarray, q: int = 60) -> np.ndarray:
 def perturbations(rng: np.random.Generator) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     """The copy kinds an archive holds: gamma 0.6-1.6, contrast +-30%, crop <= 3% a side, rescale, JPEG, all."""
     def gamma(a: np.ndarray) -> np.ndarray:
-        return _gamma(a, rng.uniform(0.6, 1.6))
+        return (255.0 * (a / 255.0) ** rng.uniform(0.6, 1.6)).astype(np.uint8)
 
     def contrast(a: np.ndarray) -> np.ndarray:
-        return _contrast(a, rng.uniform(0.7, 1.3), rng.uniform(-25, 25))
+        f = a.astype(np.float32)
+        c, b = rng.uniform(0.7, 1.3), rng.uniform(-25, 25)
+        return np.clip((f - f.mean()) * c + f.mean() + b, 0, 255).astype(np.uint8)
 
     def crop(a: np.ndarray) -> np.ndarray:
-        return _crop(a, rng)
+        h, w = a.shape
+        t, b, left, r = (int(rng.uniform(0, 0.03) * s) for s in (h, h, w, w))
+        return a[t : h - b, left : w - r]
 
     def rescale(a: np.ndarray) -> np.ndarray:
         s = rng.uniform(0.5, 1.5)

@@ -89,6 +89,4 @@ def case_name(key: str) -> str:
 
 def nnunet_splits(folds: dict[str, dict[str, list[str]]]) -> list[dict[str, list[str]]]:
     """nnU-Net v2 splits_final.json: a list of {"train", "val"} with ``source__image_id`` case names."""
-    name = case_name
-    return [{"train": [name(k) for k in folds[str(i)]["train"]], "val": [name(k) for k in folds[str(i)]["val"]]}
-            for i in range(len(folds))]
+    return [{part: [case_name(k) for k in folds[str(i)][part]] for part in ("train", "val")} for i in range(len(folds))]

@@ -77,15 +77,13 @@ def warp_to(moving: np.ndarray, warp: np.ndarray, shape: tuple[int, int], neares
     return cv2.warpAffine(moving, m, (w, h), flags=flags, borderMode=cv2.BORDER_REPLICATE)
 
 
-def registered_distance(fixed: np.ndarray, moving: np.ndarray,
-                        hash_size: int = 16) -> tuple[int | None, np.ndarray | None]:
-    """Hash distance after registering `moving` onto `fixed` (both thumbnails); (None, None) if ECC fails."""
+def registered_distance(fixed: np.ndarray, moving: np.ndarray, hash_size: int = 16) -> int | None:
+    """Hash distance after registering `moving` onto `fixed` (both thumbnails); None if ECC fails."""
     warp = register(fixed, moving)
     if warp is None:
-        return None, None
+        return None
     aligned = warp_to(moving, warp, fixed.shape)
-    d = int(np.count_nonzero(phash_bits(fixed, hash_size) != phash_bits(aligned, hash_size)))
-    return d, warp
+    return int(np.count_nonzero(phash_bits(fixed, hash_size) != phash_bits(aligned, hash_size)))
 
 
 @dataclass
@@ -106,7 +104,7 @@ def pair_distances(thumbs: list[np.ndarray], hash_size: int = 16, align_bound: i
     for i, j in zip(ii.tolist(), jj.tolist()):
         if raw[i, j] == 0:
             continue
-        d, _ = registered_distance(thumbs[i], thumbs[j], hash_size)
+        d = registered_distance(thumbs[i], thumbs[j], hash_size)
         if d is not None and d < final[i, j]:
             final[i, j] = final[j, i] = d
     return Distances(raw=raw, final=final, n_registered=len(ii))

@@ -81,17 +81,19 @@ def _load_all(samples: list[Sample]) -> tuple[list[Loaded], dict[str, str]]:
     return loaded, bad
 
 
-def _resolve_groups(loaded: list[Loaded], groups: list[list[int]], policy: str, conflict_dice: float
-                    ) -> list[GroupDecision]:
-    out = []
+def _resolve_groups(loaded: list[Loaded], groups: list[list[int]], conflict_dice: float
+                    ) -> dict[str, list[GroupDecision]]:
+    """Every group resolved under every policy (the summary compares them), each group's masks read once."""
+    by_policy: dict[str, list[GroupDecision]] = {p: [] for p in POLICIES}
     for g in groups:
         members = []
         for i in g:
             it = loaded[i]
             mask = read_mask(it.sample.mask_path) if it.sample.mask_path is not None else None
             members.append(Member(it.sample.key, it.sample.labelled, i, it.thumb, mask))
-        out.append(resolve(members, policy, conflict_dice))
-    return out
+        for policy, decisions in by_policy.items():
+            decisions.append(resolve(members, policy, conflict_dice))
+    return by_policy
 
 
 def _duplicate_rows(loaded: list[Loaded], groups: list[list[int]], final: np.ndarray,
@@ -129,10 +131,9 @@ def prepare(data_dirs: list[str | Path], out: str | Path, preset: str = "cpu", c
     groups = group_pairs(dist.final, cc.hash_threshold)
     t_hash = time.perf_counter() - t0 - t_read
 
-    decisions = _resolve_groups(loaded, groups, cc.policy, cc.conflict_dice)
-    items: dict[str, dict] = {}
-    for key, msg in bad.items():
-        items[key] = {"group": None, "use": "drop", "reason": f"unreadable: {msg}"}
+    by_policy = _resolve_groups(loaded, groups, cc.conflict_dice)
+    decisions = by_policy[cc.policy]
+    items = {key: {"group": None, "use": "drop", "reason": f"unreadable: {msg}"} for key, msg in bad.items()}
     group_of_index = {i: gid for gid, g in enumerate(groups) for i in g}
     for i, it in enumerate(loaded):
         gid = group_of_index.get(i)
@@ -148,9 +149,8 @@ def prepare(data_dirs: list[str | Path], out: str | Path, preset: str = "cpu", c
     folds = make_folds(keys, fold_groups, [it.sample.source for it in fold_items],
                        [it.fraction or 0.0 for it in fold_items], cc.n_folds, cc.area_bins, cfg.seed)
 
-    other = {p: [d for d in _resolve_groups(loaded, groups, p, cc.conflict_dice)] if p != cc.policy else decisions
-             for p in POLICIES}
-    summary = _summary(ds.samples, loaded, bad, groups, decisions, items, folds, other, cc.policy, cc.hash_threshold)
+    summary = _summary(ds.samples, loaded, bad, groups, decisions, items, folds, by_policy, cc.policy,
+                       cc.hash_threshold)
     summary["pairs_registered"] = dist.n_registered
     summary["seconds"] = {"read": round(t_read, 1), "hash_group": round(t_hash, 1)}
 

@@ -32,12 +32,9 @@ class CheckReport:
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     seconds: float = 0.0
 
-    def by_level(self, level: str) -> list[Problem]:
-        return [p for p in self.problems if p.level == level]
-
     @property
     def errors(self) -> list[Problem]:
-        return self.by_level("error")
+        return [p for p in self.problems if p.level == "error"]
 
     @property
     def ok(self) -> bool:
@@ -51,9 +48,7 @@ class CheckReport:
         """Human-readable problem table and per-source counts; info rows beyond `max_info` are summarised."""
         lines: list[str] = []
         rows = sorted(self.problems, key=lambda p: (LEVELS.index(p.level), p.source, p.path))
-        shown = [p for p in rows if p.level != "info"]
-        infos = [p for p in rows if p.level == "info"]
-        shown += infos if max_info is None else infos[:max_info]
+        shown = [p for p in rows if p.level != "info"] + [p for p in rows if p.level == "info"][:max_info]
         if shown:
             wf = min(60, max(len("file"), *(len(p.path) for p in shown)))
             wp = min(70, max(len("problem"), *(len(p.problem) for p in shown)))

@@ -71,9 +71,8 @@ def _read_tiff(path: Path) -> np.ndarray:
 
     try:
         with tifffile.TiffFile(str(path)) as tf:
-            pages = tf.pages
-            n_pages = len(pages)
-            page = pages[0]
+            n_pages = len(tf.pages)
+            page = tf.pages[0]
             shape = page.shape
             planar_rgb = page.planarconfig == tifffile.PLANARCONFIG.SEPARATE and len(shape) == 3
             h, w = (shape[1], shape[2]) if planar_rgb else (shape[0], shape[1])
@@ -158,10 +157,8 @@ def read_dicom(path: Path) -> np.ndarray:
         if "VOILUTSequence" in ds:
             arr = apply_voi_lut(arr, ds).astype(np.float64)
         elif "WindowCenter" in ds and "WindowWidth" in ds:
-            wc = ds.WindowCenter
-            ww = ds.WindowWidth
-            c = float(wc[0] if isinstance(wc, pydicom.multival.MultiValue) else wc)
-            w = float(ww[0] if isinstance(ww, pydicom.multival.MultiValue) else ww)
+            c, w = (float(v[0] if isinstance(v, pydicom.multival.MultiValue) else v)
+                    for v in (ds.WindowCenter, ds.WindowWidth))
             window = (c - w / 2.0, c + w / 2.0)
     except Exception as exc:
         raise InputError(path, f"invalid VOI LUT/window ({exc})", "fix or remove the window tags") from None
@@ -251,9 +248,7 @@ def read_mask(path: str | Path) -> np.ndarray:
 
 
 def write_png(path: str | Path, arr: np.ndarray) -> None:
-    """Write a uint8/bool 2-D or RGB array as PNG (bool -> 0/255), creating parent folders."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a uint8/bool 2-D or RGB array as PNG (bool -> 0/255), creating parent folders (`atomic_path` does)."""
     if arr.dtype == bool:
         arr = arr.astype(np.uint8) * 255
     if arr.ndim == 3:

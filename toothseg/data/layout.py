@@ -64,16 +64,14 @@ class Dataset:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if is_image_file(p))
+    """The image files of ``folder``; none when it does not exist."""
+    return sorted(p for p in folder.iterdir() if is_image_file(p)) if folder.is_dir() else []
 
 
-def _stem_map(files: list[Path], source_dir: Path, problems: list[Problem], strip: str = "") -> dict[str, Path]:
+def _stem_map(files: list[Path], problems: list[Problem], strip: str = "") -> dict[str, Path]:
     by_stem: dict[str, list[Path]] = defaultdict(list)
     for p in files:
-        stem = p.stem
-        if strip and stem.endswith(strip):
-            stem = stem[: -len(strip)]
-        by_stem[stem].append(p)
+        by_stem[p.stem.removesuffix(strip)].append(p)
     out: dict[str, Path] = {}
     for stem, paths in sorted(by_stem.items()):
         if len(paths) > 1:
@@ -86,9 +84,7 @@ def _stem_map(files: list[Path], source_dir: Path, problems: list[Problem], stri
 
 
 def _discover_plain(root: Path, source: str, ds: Dataset) -> None:
-    images = _stem_map(_images_in(root / "images"), root, ds.problems) if (root / "images").is_dir() else {}
-    masks = _stem_map(_images_in(root / "masks"), root, ds.problems) if (root / "masks").is_dir() else {}
-    unl = _stem_map(_images_in(root / "unlabelled"), root, ds.problems) if (root / "unlabelled").is_dir() else {}
+    images, masks, unl = (_stem_map(_images_in(root / d), ds.problems) for d in ("images", "masks", "unlabelled"))
     _pair(images, masks, unl, source, ds, root / "masks")
 
 
@@ -98,15 +94,14 @@ def _discover_nnunet(root: Path, source: str, ds: Dataset) -> None:
     except (OSError, json.JSONDecodeError) as exc:
         ds.problems.append(Problem("error", str(root / "dataset.json"), f"unreadable dataset.json ({exc})",
                                    "fix the JSON or recreate it with nnUNetv2"))
-    files = _images_in(root / "imagesTr") if (root / "imagesTr").is_dir() else []
-    extra = [p for p in files if not p.stem.endswith("_0000")]
-    for p in extra:
-        ds.problems.append(Problem("warning", str(p), "not channel 0000; toothseg reads single-channel images only",
-                                   "remove extra channels or rename the file NAME_0000"))
-    images = _stem_map([p for p in files if p.stem.endswith("_0000")], root, ds.problems, strip="_0000")
-    masks = _stem_map(_images_in(root / "labelsTr"), root, ds.problems) if (root / "labelsTr").is_dir() else {}
-    ts = _images_in(root / "imagesTs") if (root / "imagesTs").is_dir() else []
-    unl = _stem_map([p for p in ts if p.stem.endswith("_0000")], root, ds.problems, strip="_0000")
+    files = _images_in(root / "imagesTr")
+    for p in files:
+        if not p.stem.endswith("_0000"):
+            ds.problems.append(Problem("warning", str(p), "not channel 0000; toothseg reads single-channel images "
+                                       "only", "remove extra channels or rename the file NAME_0000"))
+    images = _stem_map([p for p in files if p.stem.endswith("_0000")], ds.problems, strip="_0000")
+    masks = _stem_map(_images_in(root / "labelsTr"), ds.problems)
+    unl = _stem_map([p for p in _images_in(root / "imagesTs") if p.stem.endswith("_0000")], ds.problems, "_0000")
     _pair(images, masks, unl, source, ds, root / "labelsTr")
 
 

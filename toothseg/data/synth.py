@@ -18,6 +18,7 @@ copies (same pixels, coarse vs fine label). `synth_truth.csv` records `image_id,
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,6 +135,13 @@ def _fill(canvas: np.ndarray, polys: list[np.ndarray], value: float = 1.0, aa: b
                      shift=4)
 
 
+def _raster(shape: tuple[int, int], polys: list[np.ndarray]) -> np.ndarray:
+    """A float32 canvas of ``shape`` with ``polys`` filled with 1 (anti-aliased edges)."""
+    canvas = np.zeros(shape, np.float32)
+    _fill(canvas, polys)
+    return canvas
+
+
 def _blurred_noise(shape: tuple[int, int], sigma: float, rng: np.random.Generator) -> np.ndarray:
     f = max(1, int(sigma // 3))  # smooth noise is drawn at low resolution and upsampled: same look, far cheaper
     small = (max(2, -(-shape[0] // f)), max(2, -(-shape[1] // f)))
@@ -152,7 +160,6 @@ def _anatomy(h: int, w: int, rng: np.random.Generator, scene: dict) -> np.ndarra
     d += 0.08 * _blurred_noise((h, w), 0.06 * h, rng)  # large-scale skull overlap
     # upper skull: orbits, sinuses and zygomatic arches are mottled, brighter at the top
     d += 0.12 * np.clip(1 - yy / (0.45 * h), 0, 1) * (1 + 0.5 * _blurred_noise((h, w), 0.02 * h, rng))
-    layer = np.zeros((h, w), np.float32)
     # mandible: U-shaped body between the alveolar crest and the inferior border, rami up to the condyles
     xs = np.linspace(cx - 1.45 * span, cx + 1.45 * span, 60)
     t = (xs - cx) / (1.45 * span)
@@ -166,8 +173,7 @@ def _anatomy(h: int, w: int, rng: np.random.Generator, scene: dict) -> np.ndarra
     poly = np.vstack([[[lx + ramus_w, ramus_top]], [[lx - 0.01 * w, ramus_top + 0.05 * h]], outer,
                       [[rx + 0.01 * w, ramus_top + 0.05 * h]], [[rx - ramus_w, ramus_top]], inner[:1] + [-ramus_w * 0.6, -0.05 * h],
                       inner, inner[-1:] + [ramus_w * 0.6, -0.05 * h]])
-    _fill(layer, [poly], 1.0)
-    layer = cv2.GaussianBlur(layer, (0, 0), 0.012 * h)
+    layer = cv2.GaussianBlur(_raster((h, w), [poly]), (0, 0), 0.012 * h)
     trab = 0.5 + 0.5 * np.clip(_blurred_noise((h, w), 1.2, rng), -2, 2) / 2
     d += layer * (scene["bone"] + 0.06 * trab)
     cortex = np.zeros((h, w), np.float32)
@@ -227,44 +233,30 @@ def _render_clean(h: int, w: int, rng: np.random.Generator, scene: dict) -> tupl
     labels = np.zeros((h, w), np.int32)
     tooth_d = np.zeros((h, w), np.float32)
     metal = np.zeros((h, w), np.float32)
-    tmp = np.zeros((h, w), np.float32)
     for i, t in enumerate(teeth, start=1):
+        crown = _raster((h, w), [t.crown])
         if t.implant:
             # screw: a tapered threaded post; crown: a metal-ceramic cap. Not tooth in the label.
-            tmp[:] = 0
-            _fill(tmp, [t.poly[0]], 1.0)
-            post = cv2.erode(tmp, np.ones((5, 5), np.uint8))
+            post = cv2.erode(_raster((h, w), [t.poly[0]]), np.ones((5, 5), np.uint8))
             threads = ((np.arange(h)[:, None] + np.arange(w)[None, :] * 0.2) % 5 < 2).astype(np.float32)
             metal += post * (1 - 0.35 * threads)
-            tmp[:] = 0
-            _fill(tmp, [t.crown], 1.0)
-            metal += tmp
+            metal += crown
             continue
         _fill(labels, t.poly, i, aa=False)
-        body = np.zeros((h, w), np.float32)
-        _fill(body, t.poly, 1.0)
-        body = np.minimum(body, 1.0)
+        body = np.minimum(_raster((h, w), t.poly), 1.0)
         tooth_d += scene["dentin"] * body
-        tmp[:] = 0
-        _fill(tmp, [t.crown], 1.0)
-        tooth_d += scene["enamel"] * tmp
-        tmp[:] = 0
-        _fill(tmp, [t.pulp], 1.0)
-        tooth_d -= 0.45 * scene["dentin"] * tmp * body  # the pulp canal is a gap inside the tooth only
+        tooth_d += scene["enamel"] * crown
+        tooth_d -= 0.45 * scene["dentin"] * _raster((h, w), [t.pulp]) * body  # the pulp canal: a gap inside the tooth
         if t.restoration == "cap":
-            tmp[:] = 0
-            _fill(tmp, [t.crown], 1.0)
-            metal += tmp
+            metal += crown
         elif t.restoration == "filling":
             c = t.crown.mean(axis=0)
-            tmp[:] = 0
+            filling = np.zeros((h, w), np.float32)
             ax = (abs(t.crown[:, 0].max() - t.crown[:, 0].min()) * 0.3, abs(t.crown[:, 1].max() - t.crown[:, 1].min()) * 0.3)
-            cv2.ellipse(tmp, (int(c[0]), int(c[1])), (max(1, int(ax[0])), max(1, int(ax[1]))), 0, 0, 360, 1.0, -1)
-            metal += tmp
+            cv2.ellipse(filling, (int(c[0]), int(c[1])), (max(1, int(ax[0])), max(1, int(ax[1]))), 0, 0, 360, 1.0, -1)
+            metal += filling
         elif t.restoration == "canal":
-            tmp[:] = 0
-            _fill(tmp, [t.pulp * 1.0], 1.0)
-            metal += 0.7 * cv2.erode(tmp, np.ones((2, 2), np.uint8))
+            metal += 0.7 * cv2.erode(_raster((h, w), [t.pulp]), np.ones((2, 2), np.uint8))
     density += cv2.GaussianBlur(tooth_d, (0, 0), 0.6)
     density += 1.4 * cv2.GaussianBlur(np.clip(metal, 0, 1), (0, 0), 0.5)
     if scene["marker"]:
@@ -474,9 +466,7 @@ def synth(out: str | Path, labelled: int = 40, unlabelled: int = 20, height: int
         if len(cache) > 64:  # groups are interleaved; keep memory bounded on big runs
             cache.pop(next(iter(cache)))
     write_csv(out / TRUTH_FILE, ["image_id", "labelled", "group", "kind"], rows)
-    sizes: dict[int, int] = {}
-    for it in items:
-        sizes[it.group] = sizes.get(it.group, 0) + 1
+    sizes = Counter(it.group for it in items)
     in_dups = sum(n for n in sizes.values() if n > 1)
     return {"out": str(out), "labelled": labelled, "unlabelled": unlabelled, "groups": n_groups,
             "duplicate_groups": sum(1 for n in sizes.values() if n > 1), "images_in_duplicate_groups": in_dups,

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Callable
 
 from torch import nn
@@ -31,15 +32,8 @@ def register_model(prefix: str) -> Callable[[Callable[..., nn.Module]], Callable
 
 
 def _builtin_families() -> None:
-    # Imported lazily so registering families never creates import cycles.
-    import importlib
-
-    for mod in ("toothseg.models.sam",):
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name != mod:
-                raise
+    # Imported by name, when first needed: the families import this module to register themselves (no cycle).
+    importlib.import_module("toothseg.models.sam")
 
 
 def _build_smp(cfg: ModelConfig) -> nn.Module:

@@ -99,20 +99,16 @@ def load_pretrained(model: nn.Module, cfg: ModelConfig) -> None:
     if callable(own_loader):  # families with their own checkpoint format (SAM) convert weights exactly themselves
         own_loader(spec)
         return
-    encoder = getattr(model, "encoder", None)
     path = weights_file(cfg)
     sd = _read_state_dict(path)
-    full = model.state_dict()
-    if any(k in full for k in sd):  # a whole-model checkpoint
-        sd = _adapt_channels(sd, full)
-        target_model: nn.Module = model
-    else:  # encoder-only weights: timm keys live under encoder.model for tu- encoders
+    target_model = model
+    if not any(k in model.state_dict() for k in sd):  # encoder-only weights: timm keys under encoder.model (tu-)
+        encoder = getattr(model, "encoder", None)
         if encoder is None:
             raise ConfigError(f"{path}: keys do not match this model")
-        inner = getattr(encoder, "model", encoder)
-        target_model = inner
-        sd = _adapt_channels(sd, inner.state_dict())
+        target_model = getattr(encoder, "model", encoder)
     tsd = target_model.state_dict()
+    sd = _adapt_channels(sd, tsd)
     usable = {k: v for k, v in sd.items() if k in tsd and tsd[k].shape == v.shape}
     if len(usable) < max(1, len(tsd) // 2):
         raise ConfigError(f"{path}: only {len(usable)} of {len(tsd)} tensors fit model '{cfg.name}'/'{cfg.encoder}'; "

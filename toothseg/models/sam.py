@@ -31,6 +31,7 @@ from toothseg.config import ModelConfig
 from toothseg.errors import ConfigError
 from toothseg.models.factory import register_model
 from toothseg.models.sam_lora import apply_lora, lora_parameters
+from toothseg.models.sam_weights import load_sam_weights, resize_pos_embed
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +64,6 @@ SAM_VARIANTS: dict[str, SamSpec] = {
 }
 
 _EXTRA_KEYS = {"decoder", "freeze_encoder", "lora_rank", "lora_alpha", "img_size", "grad_checkpoint"}
-
-
-def resize_pos_embed(pos: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """(1, H0, W0, C) absolute position embedding -> (1, h, w, C), bicubic (the ViTDet/timm rule)."""
-    if tuple(pos.shape[1:3]) == tuple(grid):
-        return pos
-    out = F.interpolate(pos.permute(0, 3, 1, 2), size=grid, mode="bicubic", align_corners=False)
-    return out.permute(0, 2, 3, 1)
 
 
 class SamEncoder(ImageEncoderViT):
@@ -149,8 +142,6 @@ class SamSegmenter(nn.Module):
 
     def load_pretrained_weights(self, weights: str) -> dict[str, list[str]]:
         """Load an official SAM checkpoint or a toothseg SAM-ViT state dict (see `sam_weights.load_sam_weights`)."""
-        from toothseg.models.sam_weights import load_sam_weights
-
         return load_sam_weights(self, weights, getattr(self, "name", "sam-vit"))
 
     def _freeze_unused_prompt_parts(self) -> None:
@@ -203,14 +194,6 @@ def _options(cfg: ModelConfig) -> dict:
     return opts
 
 
-def set_trainable(model: SamSegmenter, freeze_encoder: bool) -> None:
-    """Freeze the whole image encoder (then only LoRA adapters, if any, train in it)."""
-    if freeze_encoder:
-        model.image_encoder.requires_grad_(False)
-        for p in lora_parameters(model.image_encoder):
-            p.requires_grad_(True)
-
-
 @register_model("sam-vit")
 def build_sam_vit(cfg: ModelConfig, load_weights: bool = True) -> SamSegmenter:
     """Builder for ``sam-vit-{b,l,h,tiny}``; ``cfg.weights`` is a local official-format SAM checkpoint.
@@ -232,5 +215,8 @@ def build_sam_vit(cfg: ModelConfig, load_weights: bool = True) -> SamSegmenter:
         apply_lora(model.image_encoder, opts["lora_rank"], opts["lora_alpha"])
     if cfg.weights and load_weights:
         model.load_pretrained_weights(cfg.weights)
-    set_trainable(model, opts["freeze_encoder"] or opts["lora_rank"] > 0)
+    if opts["freeze_encoder"] or opts["lora_rank"] > 0:  # a frozen encoder: only LoRA adapters, if any, train in it
+        model.image_encoder.requires_grad_(False)
+        for p in lora_parameters(model.image_encoder):
+            p.requires_grad_(True)
     return model

@@ -39,6 +39,14 @@ def fold_rgb_patch_embed(weight: torch.Tensor, bias: torch.Tensor) -> tuple[torc
     return w1, b1
 
 
+def resize_pos_embed(pos: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """(1, H0, W0, C) absolute position embedding -> (1, h, w, C), bicubic (the ViTDet/timm rule)."""
+    if tuple(pos.shape[1:3]) == tuple(grid):
+        return pos
+    out = F.interpolate(pos.permute(0, 3, 1, 2), size=grid, mode="bicubic", align_corners=False)
+    return out.permute(0, 2, 3, 1)
+
+
 def _resize_rel_pos(t: torch.Tensor, length: int) -> torch.Tensor:
     return F.interpolate(t.t().unsqueeze(0), size=length, mode="linear", align_corners=False)[0].t()
 
@@ -48,8 +56,7 @@ def _adapt(key: str, v: torch.Tensor, target: torch.Tensor) -> torch.Tensor | No
     if v.shape == target.shape:
         return v
     if key.endswith("pos_embed") and v.ndim == 4 and v.shape[-1] == target.shape[-1]:
-        out = F.interpolate(v.permute(0, 3, 1, 2), size=target.shape[1:3], mode="bicubic", align_corners=False)
-        return out.permute(0, 2, 3, 1)
+        return resize_pos_embed(v, tuple(target.shape[1:3]))
     if ".rel_pos_" in key and v.ndim == 2 and v.shape[1] == target.shape[1]:
         return _resize_rel_pos(v, target.shape[0])
     return None

@@ -28,16 +28,6 @@ from toothseg.run.pseudo_labels import PseudoLabels, PseudoRow
 log = logging.getLogger("toothseg")
 
 
-def teacher_bundle(run: RunDir, tag: str, out: Path) -> Path:
-    """Build a bundle of ``train/<tag>`` only (threshold tuned on its OOF maps) at ``out``."""
-    from toothseg.predict.bundle_build import build_bundle
-
-    if not run.family(tag).info_file.is_file() and not run.family(tag).folds(trained=True):
-        raise InputError(run.family(tag).path, f"teacher '{tag}' has no trained folds",
-                         "train it first or set pseudo.teacher")
-    return build_bundle(run.root, out=out, members=[tag])
-
-
 def default_teacher(run: RunDir) -> str:
     """The supervised model family (no schedule) with the best CV Dice."""
     tags = {f.tag: i for f in run.families() if (i := f.info()) and i.get("schedule") in (None, "labelled")}
@@ -58,10 +48,17 @@ def teacher_cv_dice(bundle_meta: dict) -> float | None:
 
 
 def _resolve_teacher(run: RunDir, teacher: str | None, out: Path) -> tuple[str, Path]:
+    """The teacher's name and bundle: RUN/bundle for "bundle", else a bundle of ``train/<tag>`` alone (threshold
+    tuned on its OOF maps) built at ``out/teacher``."""
+    from toothseg.predict.bundle_build import build_bundle
+
     if teacher == "bundle":
         return "bundle", run.require(run.bundle_dir / "bundle.json", "train").parent
     tag = teacher or default_teacher(run)
-    return tag, teacher_bundle(run, tag, out / "teacher")
+    fam = run.family(tag)
+    if not fam.info_file.is_file() and not fam.folds(trained=True):
+        raise InputError(fam.path, f"teacher '{tag}' has no trained folds", "train it first or set pseudo.teacher")
+    return tag, build_bundle(run.root, out=out / "teacher", members=[tag])
 
 
 def pseudo_label(run: str | Path, teacher: str | None = None, out: str | Path | None = None,
@@ -90,12 +87,8 @@ def pseudo_label(run: str | Path, teacher: str | None = None, out: str | Path | 
     out_dir = labels.path
     if labels.scores_csv.is_file() and not overwrite:
         raise ToothsegError(f"{labels.scores_csv}: pseudo-labels exist; pass --overwrite to label again")
-    pool = unlabelled_pool(rd)
+    pool = unlabelled_pool(rd, "to pseudo-label")
     samples = pool.samples[:limit] if limit else pool.samples
-    if not samples:
-        raise InputError(rd.samples, "no unlabelled image to pseudo-label "
-                         f"({len(pool.skipped)} skipped as copies of labelled images or dropped)",
-                         "add unlabelled X-rays (DIR/unlabelled/) and rerun 'toothseg prepare'")
     labels.clear_maps()
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -135,8 +128,7 @@ def pseudo_label(run: str | Path, teacher: str | None = None, out: str | Path | 
         members = pred.member_views(img, hflip)
         fused = fuse(list(members), weights)
         hard = postprocess(fused > thr, pp["min_component"], pp["fill_holes"])
-        write_png(labels.soft(s.key),
-                  np.clip(np.rint(fused * 255.0), 0, 255).astype(np.uint8))
+        write_png(labels.soft(s.key), np.clip(np.rint(fused * 255.0), 0, 255).astype(np.uint8))
         write_png(labels.hard(s.key), hard.astype(bool))
         sc = confidence_scores(members, fused, thr)
         rows[s.key] = {"score": sc[conf], **sc}
@@ -151,11 +143,11 @@ def pseudo_label(run: str | Path, teacher: str | None = None, out: str | Path | 
     labels.write_scores([PseudoRow(k, chosen[k], r) for k, r in rows.items()],
                         list(SCORES) + (["stability"] if stable is not None else []))
     summary = {
-        "teacher": tag, "teacher_cv_dice": teacher_dice, "bundle": str(bundle_dir), "members": len(weights), "tta": list(cfg.predict.tta),
-        "threshold": thr, "postprocess": pp, "confidence": conf, "select": method, "select_value": value,
-        "stability_keep": keep,
-        "n_images": len(rows), "n_selected": int(sum(chosen.values())), "n_skipped": len(pool.skipped),
-        "skipped": pool.skipped, "failed": failed, "seconds": round(time.time() - t0, 1), "out": str(out_dir),
+        "teacher": tag, "teacher_cv_dice": teacher_dice, "bundle": str(bundle_dir), "members": len(weights),
+        "tta": list(cfg.predict.tta), "threshold": thr, "postprocess": pp, "confidence": conf, "select": method,
+        "select_value": value, "stability_keep": keep, "n_images": len(rows), "n_selected": int(sum(chosen.values())),
+        "n_skipped": len(pool.skipped), "skipped": pool.skipped, "failed": failed, "seconds": round(time.time() - t0, 1),
+        "out": str(out_dir),
     }
     labels.write_info(summary)
     log.info("pseudo-label: %d images labelled, %d selected (%s %s by %s), %d copies/dropped skipped, %.0f s",

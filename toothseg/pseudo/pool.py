@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from toothseg.data.layout import Sample
+from toothseg.errors import InputError
 from toothseg.run.folder import RunDir
 
 
@@ -21,8 +22,9 @@ class Pool:
     skipped: dict[str, str] = field(default_factory=dict)
 
 
-def unlabelled_pool(run: RunDir) -> Pool:
-    """Unlabelled samples to pseudo-label, skipping copies of labelled images and dropped images."""
+def unlabelled_pool(run: RunDir, purpose: str | None = None) -> Pool:
+    """Unlabelled samples to pseudo-label, skipping copies of labelled images and dropped images; with ``purpose``
+    (e.g. "to pseudo-label") an empty pool is an `InputError` saying what the images were wanted for."""
     curation = run.read_curation()
     pool = Pool()
     for s in run.read_samples():
@@ -35,4 +37,8 @@ def unlabelled_pool(run: RunDir) -> Pool:
             pool.skipped[s.key] = "drop"
         else:
             pool.samples.append(s)
+    if purpose is not None and not pool.samples:
+        raise InputError(run.samples, f"no unlabelled image {purpose} ({len(pool.skipped)} skipped as copies of "
+                         "labelled images or dropped)", "add unlabelled X-rays (DIR/unlabelled/) and rerun "
+                         "'toothseg prepare'")
     return pool

@@ -32,27 +32,27 @@ from toothseg.run.family import FoldDir, read_oof, summarise
 from toothseg.run.folder import RunDir, open_run
 from toothseg.run.pseudo_labels import PseudoLabels
 from toothseg.train.dataset import TrainItem
-from toothseg.train.engine import model_tag, write_model_json
-from toothseg.train.kfold import FoldData, Stage, labelled_items, split_items, train_fold
+from toothseg.train.kfold import (SUPERVISED, FoldData, Stage, labelled_items, model_tag, select_folds, split_items,
+                                  train_fold, write_model_json)
 
 log = logging.getLogger("toothseg")
 
-SCHEDULES = ("labelled", "labelled-continue", "pretrain", "mix", "pretrain-mix", "consistency")
+PLANS: dict[str, list[Stage]] = {
+    "labelled": SUPERVISED,
+    "labelled-continue": SUPERVISED,  # the same stage, warm-started from the teacher
+    "pretrain": [Stage("pretrain", False, True), Stage("finetune", True, False, init_from_previous=True)],
+    "mix": [Stage("train", labelled=True, pseudo=True)],
+    "pretrain-mix": [Stage("pretrain", False, True), Stage("finetune", True, True, init_from_previous=True)],
+    "consistency": [Stage("train", labelled=True, pseudo=False, unlabelled=True, module=ConsistencyModule)],
+}
+SCHEDULES = tuple(PLANS)
 
 
 def plan(schedule: str) -> list[Stage]:
     """The stages of ``schedule``."""
-    stages = {
-        "labelled": [Stage("train", labelled=True, pseudo=False)],
-        "labelled-continue": [Stage("train", labelled=True, pseudo=False)],
-        "consistency": [Stage("train", labelled=True, pseudo=False, unlabelled=True, module=ConsistencyModule)],
-        "pretrain": [Stage("pretrain", False, True), Stage("finetune", True, False, init_from_previous=True)],
-        "mix": [Stage("train", labelled=True, pseudo=True)],
-        "pretrain-mix": [Stage("pretrain", False, True), Stage("finetune", True, True, init_from_previous=True)],
-    }
-    if schedule not in stages:
+    if schedule not in PLANS:
         raise ConfigError(f"pseudo.schedule='{schedule}' is unknown; choose one of: {', '.join(SCHEDULES)}")
-    return stages[schedule]
+    return PLANS[schedule]
 
 
 def uses_pseudo_labels(run: str | Path, schedule: str | None = None) -> bool:
@@ -82,12 +82,8 @@ def pseudo_items(run: RunDir, pseudo_dir: Path, soft: bool = False, weight: floa
 
 def unlabelled_items(run: RunDir) -> list[TrainItem]:
     """TrainItems (image only) of the run's unlabelled pool (pool.py: copies of labelled images excluded)."""
-    pool = unlabelled_pool(run)
-    if not pool.samples:
-        raise InputError(run.samples, f"no unlabelled image for consistency training ({len(pool.skipped)} skipped "
-                         "as copies of labelled images or dropped)",
-                         "add unlabelled X-rays (DIR/unlabelled/) and rerun 'toothseg prepare'")
-    return [TrainItem(s.key, s.image_path, pseudo=True) for s in pool.samples]
+    return [TrainItem(s.key, s.image_path, pseudo=True)
+            for s in unlabelled_pool(run, "for consistency training").samples]
 
 
 ARCH_KEYS = ("name", "encoder", "decoder_channels", "extra")  # what must match for a teacher's weights to fit
@@ -133,14 +129,6 @@ def cv_metrics(fold_dirs: list[Path]) -> dict[str, float | int]:
     return {"n_images": s["n"], **{m: round(s[m], 6) for m in ("dice", "iou", "hd95")}}
 
 
-def _ensure_pseudo(run: RunDir, teacher: str, labels: PseudoLabels, folds: list[int] | None) -> None:
-    """Pseudo-label with ``teacher`` unless ``labels`` already holds labels from that teacher."""
-    if labels.read_info().get("teacher") == teacher and labels.scores_csv.is_file():
-        log.info("pseudo-labels in %s are from teacher %s: reused", labels.path, teacher)
-        return
-    pseudo_label(run.root, teacher=teacher, out=labels.path, folds=folds, overwrite=True)
-
-
 def retrain(run: str | Path, schedule: str | None = None, rounds: int | None = None, soft: bool | None = None,
             folds: list[int] | None = None, teacher: str | None = None, max_time: str | None = None,
             resume: bool = True) -> dict[str, Any]:
@@ -150,40 +138,38 @@ def retrain(run: str | Path, schedule: str | None = None, rounds: int | None = N
     """
     rd = open_run(run)
     cfg = rd.load_config()
-    stages = plan(schedule or cfg.pseudo.schedule)  # checks the name before it is assigned
+    p = cfg.pseudo
+    stages = plan(schedule or p.schedule)  # checks the name before it is assigned
     if rounds is not None and rounds < 1:
         raise ConfigError(f"rounds={rounds}: pseudo.rounds must be >= 1 (1 = one teacher -> student round)")
-    cfg.pseudo.schedule = schedule or cfg.pseudo.schedule
-    cfg.pseudo.rounds = rounds or cfg.pseudo.rounds
-    cfg.pseudo.soft = cfg.pseudo.soft if soft is None else soft
+    p.schedule = schedule or p.schedule
+    p.rounds = rounds or p.rounds
+    p.soft = p.soft if soft is None else soft
     fold_map = rd.read_folds()
-    fold_ids = sorted(fold_map) if folds is None else list(folds)
-    bad = [k for k in fold_ids if k not in fold_map]
-    if bad:
-        raise ConfigError(f"fold {bad[0]} is not in {rd.folds} (folds {sorted(fold_map)}); pick existing folds")
+    fold_ids = select_folds(fold_map, folds, "fold")
     uses_pseudo = any(st.pseudo for st in stages)
-    has_teacher = cfg.pseudo.schedule != "labelled"
-    base = teacher or cfg.pseudo.teacher or (default_teacher(rd) if has_teacher else None)
+    has_teacher = p.schedule != "labelled"
     scale = tuple((cfg.model.scales or cfg.train.scales)[0])
-    if base is None:  # labelled-only: named after the model, no teacher needed
-        base = model_tag(cfg.model, scale)
-    n_rounds = cfg.pseudo.rounds if uses_pseudo else 1
+    # labelled-only: named after the model, no teacher needed
+    base = teacher or p.teacher or (default_teacher(rd) if has_teacher else model_tag(cfg.model, scale))
     current_teacher = base
-    summary: dict[str, Any] = {"schedule": cfg.pseudo.schedule, "soft": cfg.pseudo.soft, "folds": fold_ids,
-                               "rounds": []}
+    summary: dict[str, Any] = {"schedule": p.schedule, "soft": p.soft, "folds": fold_ids, "rounds": []}
     items = labelled_items(rd)
-    for r in range(1, n_rounds + 1):
+    for r in range(1, (p.rounds if uses_pseudo else 1) + 1):
         labels = rd.pseudo_labels(r)
         p_items: list = []
         if uses_pseudo:
-            _ensure_pseudo(rd, current_teacher, labels, fold_ids)
-            p_items = pseudo_items(rd, labels.path, soft=cfg.pseudo.soft, weight=cfg.pseudo.pseudo_weight,
-                                   pixel_confidence=cfg.pseudo.pixel_confidence)
+            if labels.read_info().get("teacher") == current_teacher and labels.scores_csv.is_file():
+                log.info("pseudo-labels in %s are from teacher %s: reused", labels.path, current_teacher)
+            else:
+                pseudo_label(rd.root, teacher=current_teacher, out=labels.path, folds=fold_ids, overwrite=True)
+            p_items = pseudo_items(rd, labels.path, soft=p.soft, weight=p.pseudo_weight,
+                                   pixel_confidence=p.pixel_confidence)
         u_items = unlabelled_items(rd) if any(st.unlabelled for st in stages) else None
-        tag = student_tag(base, cfg.pseudo.schedule, cfg.pseudo.soft, r)
+        tag = student_tag(base, p.schedule, p.soft, r)
         fam = rd.family(tag)
+        round_teacher = current_teacher if has_teacher else None
         warmed = []
-        p = cfg.pseudo
         for k in fold_ids:
             lab, val = split_items(items, fold_map[k], rd.folds)
             warm = teacher_weights(rd, current_teacher, k, cfg.model) if has_teacher and p.warm_start else None
@@ -192,15 +178,14 @@ def retrain(run: str | Path, schedule: str | None = None, rounds: int | None = N
                        warm=warm, max_time=max_time, model_cfg=cfg.model, scale=scale)
         cv = cv_metrics([fam.fold(k).path for k in fold_ids])
         write_model_json(fam, cfg.model, scale, cfg.train.resize, extra={
-            "schedule": p.schedule, "soft": p.soft, "round": r, "teacher": current_teacher if has_teacher else None,
+            "schedule": p.schedule, "soft": p.soft, "round": r, "teacher": round_teacher,
             "pseudo_dir": str(labels.path) if uses_pseudo else None, "n_pseudo": len(p_items),
             "n_unlabelled": len(u_items or []), "pretrain_share": p.pretrain_share,
             "warm_start": bool(warmed) and all(warmed), "pixel_confidence": p.pixel_confidence,
             "pseudo_strong_aug": p.pseudo_strong_aug})
         log.info("%s: CV Dice %.4f IoU %.4f HD95 %.2f over %d images", tag, cv["dice"], cv["iou"], cv["hd95"],
                  cv["n_images"])
-        summary["rounds"].append({"round": r, "tag": tag, "teacher": current_teacher if has_teacher else None,
-                                  "n_pseudo": len(p_items), **cv})
+        summary["rounds"].append({"round": r, "tag": tag, "teacher": round_teacher, "n_pseudo": len(p_items), **cv})
         current_teacher = tag
     summary["tag"] = summary["rounds"][-1]["tag"]
     return summary

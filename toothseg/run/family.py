@@ -49,11 +49,6 @@ def summarise(rows: list[OofRow]) -> dict[str, float]:
     return {m: float(np.mean([r[m] for r in rows])) for m in OOF_COLUMNS[1:]} | {"n": len(rows)}
 
 
-def fold_number(name: str) -> int | None:
-    """k of a fold folder's name ``fold<k>``; None for any other name."""
-    return int(name[4:]) if name.startswith("fold") and name[4:].isdigit() else None
-
-
 @dataclass(frozen=True)
 class FoldDir:
     path: Path
@@ -68,7 +63,9 @@ class FoldDir:
 
     @property
     def k(self) -> int | None:
-        return fold_number(self.path.name)
+        """k of the folder's name ``fold<k>``; None for any other name."""
+        name = self.path.name
+        return int(name[4:]) if name.startswith("fold") and name[4:].isdigit() else None
 
     @property
     def trained(self) -> bool:

@@ -13,15 +13,12 @@ the same step.
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 
-from toothseg.atomic import atomic_write_text
-from toothseg.durations import parse_hhmmss
+from toothseg.config import TrainConfig
 from toothseg.train.phases import PhaseTimes, now
 
 PROBE_STEPS = 5  # first plan after this many optimizer steps
@@ -30,10 +27,6 @@ VAL_COST = 0.35  # before a validation was timed: a validation batch costs about
 SMALL_COST = 0.3  # before both were timed: a half-scale step costs about this share of a full-scale one
 MARGIN_S = 2.0  # seconds kept free for what no measurement covers (loop bookkeeping, logger flushes)
 WARMUP_MAX_SHARE = 0.2  # warm-up never takes more than this share of the planned steps
-
-
-def budget_seconds(hhmmss: str) -> float:
-    return float(parse_hhmmss(hhmmss))
 
 
 def plan_total_steps(done: int, remaining_s: float, step_s: float, val_s: float, ckpt_s: float, val_interval: int,
@@ -66,20 +59,17 @@ def plan_total_steps(done: int, remaining_s: float, step_s: float, val_s: float,
 
 
 class BudgetSchedule(L.Callback):
-    """Plans, re-plans and ends training on a wall-clock budget of ``budget_s`` seconds (see the module doc)."""
+    """Plans, re-plans and ends training on a wall-clock budget of ``budget_s`` seconds (see the module doc);
+    ``tcfg`` gives the validation interval, step cap, warm-up and progressive-resizing share."""
 
-    def __init__(self, budget_s: float, phases: PhaseTimes, max_epochs: int, val_batches: int = 0,
-                 val_every: int = 1, ckpt_every: int = 0, max_steps: int = -1, warmup_epochs: float = 0.0,
-                 progressive_share: float = 0.0) -> None:
+    def __init__(self, budget_s: float, phases: PhaseTimes, max_epochs: int, tcfg: TrainConfig, val_batches: int = 0,
+                 ckpt_every: int = 0) -> None:
         self.budget_s = float(budget_s)
         self.phases = phases
         self.max_epochs = max_epochs
+        self.tcfg = tcfg
         self.val_batches = val_batches
-        self.val_every = val_every
         self.ckpt_every = ckpt_every
-        self.max_steps = max_steps
-        self.warmup_epochs = warmup_epochs
-        self.progressive_share = progressive_share
         self.planned: int | None = None
         self.spent_before = 0.0  # seconds spent in earlier (resumed) sessions
         self._start: float | None = None
@@ -122,9 +112,7 @@ class BudgetSchedule(L.Callback):
         step = trainer.global_step
         self._last_plan, self._replan = step, False
         spe = steps_per_epoch(trainer)
-        cap = self.max_epochs * spe
-        if self.max_steps and self.max_steps > 0:
-            cap = min(cap, self.max_steps)
+        cap = step_cap(self.max_epochs, spe, self.tcfg.max_steps)
         ratio = self.phases.small_ratio(SMALL_COST)
         step_s = self.phases.step_seconds(ratio)
         if step_s is None:
@@ -134,8 +122,8 @@ class BudgetSchedule(L.Callback):
         writes = self.phases.ckpt_writes
         ckpt_s = sum(writes[-5:]) / len(writes[-5:]) if writes else step_s
         total = plan_total_steps(step, self.remaining(), step_s, val_s if self.val_batches else 0.0, ckpt_s,
-                                 spe * self.val_every, self.ckpt_every or cap + 1, cap, self.progressive_share,
-                                 ratio)
+                                 spe * self.tcfg.val_every, self.ckpt_every or cap + 1, cap,
+                                 self.tcfg.progressive_share, ratio)
         total = int(trainer.strategy.broadcast(total, src=0))
         self.planned = total
         # Let the epoch loop run on into the epoch the plan ends in; this callback stops it on the planned step
@@ -143,7 +131,7 @@ class BudgetSchedule(L.Callback):
         trainer.fit_loop.max_epochs = min(self.max_epochs, max(trainer.current_epoch + 1, math.ceil(total / spe)))
         pl_module.total_steps = total
         if step < getattr(pl_module, "warmup_steps", 0):  # still warming up: size the warm-up to the plan
-            pl_module.warmup_steps = min(int(round(self.warmup_epochs * spe)), int(WARMUP_MAX_SHARE * total))
+            pl_module.warmup_steps = min(int(round(self.tcfg.warmup_epochs * spe)), int(WARMUP_MAX_SHARE * total))
         pl_module.apply_schedule()
 
     def report(self, trainer: L.Trainer) -> dict[str, Any]:
@@ -154,9 +142,10 @@ class BudgetSchedule(L.Callback):
                 "partial_last_epoch": bool(trainer.global_step % spe)}
 
 
-def write_report(path: Path, info: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(info, indent=2))
-
-
 def steps_per_epoch(trainer: L.Trainer) -> int:
     return max(1, int(trainer.num_training_batches) // max(1, trainer.accumulate_grad_batches))
+
+
+def step_cap(epochs: int, spe: int, max_steps: int | None) -> int:
+    """The optimizer steps of ``epochs`` epochs of ``spe`` steps, at most ``max_steps`` when that is set (> 0)."""
+    return min(epochs * spe, int(max_steps)) if max_steps and max_steps > 0 else epochs * spe

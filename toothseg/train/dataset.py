@@ -132,15 +132,14 @@ class SegDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         item = self.items[i]
         img_s, y, hard, valid = self._pair(item)
-        strong = self.strong if item.pseudo else None
         if self.augment is not None and valid is None:
             out = self.augment(image=img_s, mask=y)
             img_s, y = out["image"], out["mask"]
         elif self.augment is not None:  # pixels moved in from outside the image are ignored too
             out = self.augment(image=img_s, masks=[y, valid])
             img_s, (y, valid) = out["image"], out["masks"]
-        if strong is not None:
-            img_s = strong(image=img_s)["image"]
+        if self.strong is not None and item.pseudo:
+            img_s = self.strong(image=img_s)["image"]
         x = normalise(img_s)
         y = y.astype(np.float32) / 255.0
         return {

@@ -1,30 +1,31 @@
 """`toothseg train RUN`: k-fold training of every configured model at every scale, OOF scoring, hard mining.
 
 For each model in ``[cfg.model] + cfg.models`` and each of its scales (``model.scales`` or else
-``cfg.train.scales``; one *tag*,
-``<arch>-<encoder>-<h>x<w>``) and each requested fold k, writes ``RUN/train/<tag>/fold<k>/`` (best/last
-checkpoints, metrics.csv, oof.csv, oof/) and then ``RUN/train/<tag>/model.json`` with the CV means over the folds
-trained so far. Hard mining (``train.hard_fraction`` > 0 and ``train.hard_repeat`` > 0) runs once every fold of
-folds.json has OOF scores: see `toothseg.train.hard_mining` and `_hard_mining` below.
+``cfg.train.scales``; one *tag*, ``<arch>-<encoder>-<h>x<w>``) and each requested fold k, writes
+``RUN/train/<tag>/fold<k>/`` (best/last checkpoints, metrics.csv, oof.csv, oof/) and then
+``RUN/train/<tag>/model.json`` with the CV means over the folds trained so far. Hard mining
+(``train.hard_fraction`` > 0 and ``train.hard_repeat`` > 0) runs once every fold of folds.json has OOF scores: see
+`toothseg.train.hard_mining` and `_hard_mining` below.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import tempfile
 from pathlib import Path
 
 from toothseg.atomic import atomic_copy
 from toothseg.config import Config, ModelConfig, build_config, save_config
 from toothseg.durations import format_hhmmss, parse_hhmmss
-from toothseg.errors import ConfigError
-from toothseg.run.family import Family, FoldDir, summarise
+from toothseg.folds_arg import parse_folds
+from toothseg.models.pretrained import weights_file
+from toothseg.run.family import Family, FoldDir
 from toothseg.run.folder import Folds, RunDir, open_run, setup_logging
 from toothseg.train.dataset import TrainItem
 from toothseg.train.fit import FitResult, has_checkpoints, is_main_process
 from toothseg.train.hard_mining import hard_keys, oversample
-from toothseg.train.kfold import SUPERVISED, FoldData, Stage, fit_stage, labelled_items, split_items, train_fold
+from toothseg.train.kfold import (SUPERVISED, FoldData, Stage, fit_stage, labelled_items, model_tag, select_folds,
+                                  split_items, train_fold, write_model_json)
 from toothseg.train.oof import score_fold
 from toothseg.train.provenance import check_fold
 
@@ -34,72 +35,22 @@ HARD_EPOCH_SHARE = 0.2  # the hard-mining fine-tune gets 20% of the epochs (and 
 HARD_LR_SHARE = 0.3  # ... at 30% of the peak learning rate, no warm-up: it starts from a trained model
 
 
-def model_tag(mcfg: ModelConfig, scale: tuple[int, int]) -> str:
-    """``<arch>-<encoder>-<h>x<w>``, e.g. ``unet-tu-tf_efficientnetv2_b0-320x640``; families that ignore
-    ``model.encoder`` (SAM-ViT) are named ``<name>-<h>x<w>``."""
-    from toothseg.models.factory import uses_encoder
-
-    size = f"{int(scale[0])}x{int(scale[1])}"
-    if not uses_encoder(mcfg):
-        return f"{mcfg.name.lower()}-{size}"
-    return f"{mcfg.name.lower()}-{mcfg.encoder.replace('/', '_')}-{size}"
-
-
 # -- config ----------------------------------------------------------------------------------------------------
 def resolve_config(rd: RunDir, preset: str | None, overrides: list[str] | None, max_time: str | None) -> Config:
     """The run's config, optionally re-based on another preset (curation settings kept) and overridden."""
     cfg = rd.load_config()
     if preset is not None or overrides:
-        with tempfile.TemporaryDirectory() as tmp:
-            base = cfg.model_dump(mode="json")
-            if preset is not None:  # keep what prepare decided; take model/train/... from the preset
-                base = {"curate": base["curate"], "seed": base["seed"]}
-            y = Path(tmp) / "config.yaml"
-            y.write_text(__import__("yaml").safe_dump(base))
-            cfg = build_config(preset or cfg.preset, yaml_path=y, overrides=overrides)
+        base = cfg.model_dump(mode="json")
+        if preset is not None:  # keep what prepare decided; take model/train/... from the preset
+            base = {"curate": base["curate"], "seed": base["seed"]}
+        cfg = build_config(preset or cfg.preset, rd.config, overrides, mapping=base)
     if max_time is not None:
         parse_hhmmss(max_time, "--max-time")
         cfg.train.max_time = max_time
     return cfg
 
 
-def check_weights(mcfg: ModelConfig) -> None:
-    """Requested pretrained weights must already be on disk (a file or the offline timm/HF cache)."""
-    from toothseg.models.pretrained import weights_file
-
-    if mcfg.weights:
-        weights_file(mcfg)
-
-
-def select_folds(folds: Folds, fold: int | str) -> list[int]:
-    if str(fold) == "all":
-        return sorted(folds)
-    try:
-        k = int(fold)
-    except ValueError:
-        raise ConfigError(f"--fold '{fold}': pass a fold number or 'all'") from None
-    if k not in folds:
-        raise ConfigError(f"--fold {k}: folds.json has folds {sorted(folds)}; pass one of them or 'all'")
-    return [k]
-
-
 # -- one tag ---------------------------------------------------------------------------------------------------
-def write_model_json(fam: Family, mcfg: ModelConfig, scale: tuple[int, int], resize: str,
-                     extra: dict | None = None) -> dict:
-    """model.json with the CV means over the folds scored so far (a previous hard-mining report is kept)."""
-    folds = [f.k for f in fam.folds() if f.oof_csv.is_file()]
-    s = summarise(fam.read_oof())
-    info = {"tag": fam.tag, "model": mcfg.model_dump(mode="json"), "scale": [int(scale[0]), int(scale[1])],
-            "resize": resize, "folds": folds, "cv_dice": s["dice"], "cv_iou": s["iou"], "cv_hd95": s["hd95"],
-            "n_oof": s["n"]}
-    old = fam.info()
-    if "hard_mining" in old:
-        info["hard_mining"] = old["hard_mining"]
-    info.update(extra or {})
-    fam.write_info(info)
-    return info
-
-
 def _hard_mining(cfg: Config, fam: Family, folds: Folds, items: dict[str, TrainItem], folds_path: Path,
                  mcfg: ModelConfig, scale: tuple[int, int], resume: bool) -> dict | None:
     """Fine-tune each fold's best model with the hardest OOF samples of its training set oversampled; keep the
@@ -124,8 +75,9 @@ def _hard_mining(cfg: Config, fam: Family, folds: Folds, items: dict[str, TrainI
         fd = fam.fold(k)
         train, val = split_items(items, split, folds_path)
         before = FitResult.from_json(fd.read_fit(), fd.path).best_val_dice
-        res = fit_stage(ft_cfg, stage, FoldData(oversample(train, hard, tc.hard_repeat), val), FoldDir(fd.path / "hard"),
-                        init=fd.best_ckpt, max_time=ft_time, resume=resume, model_cfg=mcfg, scale=scale)
+        res = fit_stage(ft_cfg, stage, FoldData(oversample(train, hard, tc.hard_repeat), val),
+                        FoldDir(fd.path / "hard"), init=fd.best_ckpt, max_time=ft_time, resume=resume, model_cfg=mcfg,
+                        scale=scale)
         if not is_main_process():
             continue
         kept = res.best_val_dice is not None and before is not None and res.best_val_dice > before
@@ -168,25 +120,26 @@ def train(run: str | Path, fold: int | str = "all", preset: str | None = None, m
     setup_logging(rd)
     cfg = resolve_config(rd, preset, overrides, max_time)
     folds = rd.read_folds()
-    fold_ids = select_folds(folds, fold)
+    fold_ids = select_folds(folds, parse_folds(fold, "--fold"))
     items = labelled_items(rd)
-    for mcfg in [cfg.model] + list(cfg.models):
-        check_weights(mcfg)  # fail before config.yaml is rewritten or anything trains
+    for mcfg in [cfg.model, *cfg.models]:
+        if mcfg.weights:  # fail before config.yaml is rewritten or anything trains: the weights must be on disk
+            weights_file(mcfg)
+    # a model's own scales (recipe: SAM at 1024) win
+    tags = [(mcfg, tuple(s)) for mcfg in [cfg.model, *cfg.models] for s in mcfg.scales or cfg.train.scales]
     if not overwrite:  # fold models built from another split or other settings are never continued
-        for mcfg in [cfg.model] + list(cfg.models):
-            for scale in mcfg.scales or cfg.train.scales:
-                fam = rd.family(model_tag(mcfg, tuple(scale)))
-                for k in fold_ids:
-                    if has_checkpoints(fam.fold(k).path):
-                        check_fold(fam.fold(k).path, k, folds[k], cfg, mcfg)
+        for mcfg, scale in tags:
+            for k in fold_ids:
+                fold_dir = rd.family(model_tag(mcfg, scale)).fold(k).path
+                if has_checkpoints(fold_dir):
+                    check_fold(fold_dir, k, folds[k], cfg, mcfg)
     if is_main_process():
         save_config(cfg, rd.config)
     out: dict = {"run": str(rd.root), "models": {}}
-    for mcfg in [cfg.model] + list(cfg.models):
-        for scale in mcfg.scales or cfg.train.scales:  # a model's own scales (recipe: SAM at 1024) win
-            info = train_tag(cfg, rd, mcfg, tuple(scale), fold_ids, folds, items, resume, overwrite)
-            if info:
-                out["models"][info["tag"]] = info
+    for mcfg, scale in tags:
+        info = train_tag(cfg, rd, mcfg, scale, fold_ids, folds, items, resume, overwrite)
+        if info:
+            out["models"][info["tag"]] = info
     if is_main_process():
         from toothseg.predict.bundle_build import build_bundle
 

@@ -17,6 +17,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, fields
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -33,7 +34,7 @@ from toothseg.models.pretrained import load_pretrained
 from toothseg.run.family import FoldDir
 from toothseg.run.folder import write_json
 from toothseg.train.augment import build_augment
-from toothseg.train.budget import BudgetSchedule, budget_seconds
+from toothseg.train.budget import BudgetSchedule
 from toothseg.train.dataset import PairedDataset, SegDataset, TrainItem
 from toothseg.train.ema import WarmupEMA
 from toothseg.train.hardware import cpu_has_bf16, resolve_workers
@@ -102,23 +103,18 @@ def has_checkpoints(out_dir: Path) -> bool:
     return out_dir.is_dir() and any(out_dir.glob("*.ckpt"))
 
 
-def _set_threads(cfg: Config) -> None:
-    if not torch.cuda.is_available() or cfg.train.accelerator == "cpu":
-        torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
-
-
 def _loader(ds: SegDataset, batch: int, shuffle: bool, workers: int) -> DataLoader:
     return DataLoader(ds, batch_size=batch, shuffle=shuffle, num_workers=workers, drop_last=shuffle and len(ds) > batch,
                       persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
 
 
 def _init_weights(module: SegModule, mcfg: ModelConfig, init_weights: Path | None) -> None:
-    if init_weights is not None:
+    """``init_weights`` (a checkpoint to start from) win over the model's pretrained ``weights``."""
+    if init_weights is None:
+        load_pretrained(module.model, mcfg)
+    else:
         load_pretrained(module.model, mcfg.model_copy(update={"weights": str(init_weights)}))
         log.info("initialised from %s", init_weights)
-    elif mcfg.weights:
-        own = getattr(module.model, "load_pretrained_weights", None)  # families with their own format (SAM-ViT)
-        own(mcfg.weights) if callable(own) else load_pretrained(module.model, mcfg)
 
 
 def hard_stop(budget: str | None) -> timedelta | None:
@@ -171,7 +167,8 @@ def fit_model(cfg: Config, train_items: list[TrainItem], val_items: list[TrainIt
     if resume and ckpt_path is None:
         log.info("%s: no last.ckpt to resume from; starting this model from scratch", out_dir)
 
-    _set_threads(cfg)
+    if not torch.cuda.is_available() or tcfg.accelerator == "cpu":
+        torch.set_num_threads(tcfg.threads or os.cpu_count() or 1)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     pcfg = cfg.pseudo
     workers = resolve_workers(tcfg.num_workers, tcfg.cache, _on_gpu(tcfg.accelerator))
@@ -192,18 +189,13 @@ def fit_model(cfg: Config, train_items: list[TrainItem], val_items: list[TrainIt
         _init_weights(module, mcfg, init_weights)
 
     phases = PhaseTimes()
-    callbacks = list(callbacks or []) + [
-        phases,
-        ModelCheckpoint(dirpath=out_dir, filename="last", every_n_train_steps=CKPT_EVERY_STEPS, save_top_k=1,
-                        enable_version_counter=False),
-    ]
+    ckpt = partial(ModelCheckpoint, dirpath=out_dir, save_top_k=1, enable_version_counter=False)
+    callbacks = [*(callbacks or []), phases, ckpt(filename="last", every_n_train_steps=CKPT_EVERY_STEPS)]
     if val_ds is not None:
-        callbacks.append(ValidationSchedule(tcfg.val_every))
-        callbacks.append(ModelCheckpoint(dirpath=out_dir, filename="best", monitor="val_dice", mode="max",
-                                         save_top_k=1, save_last=True, enable_version_counter=False))
+        callbacks += [ValidationSchedule(tcfg.val_every),
+                      ckpt(filename="best", monitor="val_dice", mode="max", save_last=True)]
     else:
-        callbacks.append(ModelCheckpoint(dirpath=out_dir, filename="last", every_n_epochs=1, save_top_k=1,
-                                         enable_version_counter=False))
+        callbacks.append(ckpt(filename="last", every_n_epochs=1))
     if tcfg.ema_decay > 0:  # validation, best/last checkpoints and so bundles get the averaged weights
         callbacks.append(WarmupEMA(decay=tcfg.ema_decay))
     if pcfg.stability_keep > 0:  # snapshots for the ST++ pseudo-label filter
@@ -212,10 +204,9 @@ def fit_model(cfg: Config, train_items: list[TrainItem], val_items: list[TrainIt
     val_loader = _loader(val_ds, tcfg.batch_size, False, workers) if val_ds is not None else None
     planner = None
     if budget is not None:
-        planner = BudgetSchedule(budget_seconds(budget), phases, n_epochs,
+        planner = BudgetSchedule(parse_hhmmss(budget), phases, n_epochs, tcfg,
                                  val_batches=len(val_loader) if val_loader is not None else 0,
-                                 val_every=tcfg.val_every, ckpt_every=CKPT_EVERY_STEPS, max_steps=tcfg.max_steps,
-                                 warmup_epochs=tcfg.warmup_epochs, progressive_share=tcfg.progressive_share)
+                                 ckpt_every=CKPT_EVERY_STEPS)
         callbacks.append(planner)
     precision = resolve_precision(tcfg.precision, tcfg.accelerator)
     trainer = L.Trainer(

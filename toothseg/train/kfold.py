@@ -5,6 +5,7 @@ items) and validated on the fold's labelled validation images only. Supervised t
 pseudo-label and consistency schedules are plans (`toothseg.pseudo.schedules.plan`) plus their extra items; hard
 mining (`toothseg.train.engine`) is one more stage on each fold's best model. A plan's last stage trains the fold
 folder (train/<tag>/fold<k>), earlier ones train/<tag>/<stage>/fold<k>; each writes ``stage.json``.
+Families are named by `model_tag` and summarised over their folds in model.json by `write_model_json`.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from typing import Any
 
 from toothseg.config import Config, ModelConfig
 from toothseg.durations import format_hhmmss, parse_hhmmss
-from toothseg.errors import InputError
+from toothseg.errors import ConfigError, InputError
+from toothseg.models.factory import uses_encoder
 from toothseg.run.family import Family, FoldDir, summarise
-from toothseg.run.folder import RunDir
+from toothseg.run.folder import Folds, RunDir
 from toothseg.train import fit
 from toothseg.train.dataset import TrainItem
 from toothseg.train.module import SegModule
@@ -70,6 +72,16 @@ def labelled_items(rd: RunDir) -> dict[str, TrainItem]:
     return out
 
 
+def select_folds(folds: Folds, wanted: list[int] | None, what: str = "--fold") -> list[int]:
+    """The fold numbers ``wanted`` (None: every fold of folds.json), each checked against folds.json."""
+    if wanted is None:
+        return sorted(folds)
+    missing = [k for k in wanted if k not in folds]
+    if missing:
+        raise ConfigError(f"{what} {missing[0]}: folds.json has folds {sorted(folds)}; pass one of them or 'all'")
+    return list(wanted)
+
+
 def split_items(items: dict[str, TrainItem], split: dict[str, list[str]], folds_path: Path) -> tuple[list, list]:
     """(train, val) items of one fold's split; a key without a usable labelled sample is an error in folds.json."""
     missing = [k for k in split["train"] + split["val"] if k not in items]
@@ -77,6 +89,31 @@ def split_items(items: dict[str, TrainItem], split: dict[str, list[str]], folds_
         raise InputError(folds_path, f"key '{missing[0]}' (+{len(missing) - 1} more) has no usable labelled sample "
                          "in samples.csv/curation.json", "re-run 'toothseg prepare' so the files agree")
     return [items[k] for k in split["train"]], [items[k] for k in split["val"]]
+
+
+def model_tag(mcfg: ModelConfig, scale: tuple[int, int]) -> str:
+    """``<arch>-<encoder>-<h>x<w>``, e.g. ``unet-tu-tf_efficientnetv2_b0-320x640``; families that ignore
+    ``model.encoder`` (SAM-ViT) are named ``<name>-<h>x<w>``."""
+    size = f"{int(scale[0])}x{int(scale[1])}"
+    if not uses_encoder(mcfg):
+        return f"{mcfg.name.lower()}-{size}"
+    return f"{mcfg.name.lower()}-{mcfg.encoder.replace('/', '_')}-{size}"
+
+
+def write_model_json(fam: Family, mcfg: ModelConfig, scale: tuple[int, int], resize: str,
+                     extra: dict | None = None) -> dict:
+    """model.json with the CV means over the folds scored so far (a previous hard-mining report is kept)."""
+    folds = [f.k for f in fam.folds() if f.oof_csv.is_file()]
+    s = summarise(fam.read_oof())
+    info = {"tag": fam.tag, "model": mcfg.model_dump(mode="json"), "scale": [int(scale[0]), int(scale[1])],
+            "resize": resize, "folds": folds, "cv_dice": s["dice"], "cv_iou": s["iou"], "cv_hd95": s["hd95"],
+            "n_oof": s["n"]}
+    old = fam.info()
+    if "hard_mining" in old:
+        info["hard_mining"] = old["hard_mining"]
+    info.update(extra or {})
+    fam.write_info(info)
+    return info
 
 
 def stage_budget(cfg: Config, stage: Stage, n_stages: int, max_time: str | None = None) -> dict[str, Any]:
@@ -117,22 +154,21 @@ def fit_stage(cfg: Config, stage: Stage, data: FoldData, out: FoldDir, *, n_stag
     if stage.pseudo and not data.pseudo:
         raise InputError(out.path, f"stage '{stage.name}' needs pseudo-labels but none is selected",
                          "lower pseudo.select_value or use pseudo.select=all")
-    lab = balance(data.train, data.pseudo, cfg.pseudo.labelled_share) if stage.labelled and stage.pseudo \
-        else data.train
-    items = (lab if stage.labelled else []) + (data.pseudo if stage.pseudo else [])
+    pseudo = data.pseudo if stage.pseudo else []
+    lab = balance(data.train, pseudo, cfg.pseudo.labelled_share) if stage.labelled else []
+    items = lab + pseudo
     unlabelled = (data.unlabelled or []) if stage.unlabelled else []
     budget = stage_budget(cfg, stage, n_stages, max_time)
     scfg = cfg.model_copy(deep=True)
     scfg.train.max_steps = budget["max_steps"]
     log.info("%s %s: %d labelled (incl. repeats) + %d pseudo + %d unlabelled items, budget %s", out.path,
-             stage.name, len(lab) if stage.labelled else 0, len(data.pseudo) if stage.pseudo else 0,
-             len(unlabelled), budget)
+             stage.name, len(lab), len(pseudo), len(unlabelled), budget)
     res = fit.fit_model(scfg, items, data.val, out.path, init_weights=init, max_time=budget["max_time"],
                         epochs=budget["epochs"], resume=resume, overwrite=overwrite, model_cfg=model_cfg,
                         scale=scale, unlabelled_items=unlabelled or None, module_cls=stage.module or SegModule)
     if fit.is_main_process():
         out.write_stage({"stage": stage.name, "labelled": stage.labelled, "pseudo": stage.pseudo, "budget": budget,
-                         "labelled_copies": len(lab) // max(1, len(data.train)) if stage.labelled else 0,
+                         "labelled_copies": len(lab) // max(1, len(data.train)),
                          "n_train": len(items), "n_val": len(data.val), "init": str(init) if init else None,
                          "n_unlabelled": len(unlabelled)})
     return res

@@ -64,7 +64,4 @@ class SegLoss(nn.Module):
             parts["lovasz"] = self.lovasz(logits[hard], binary)
         if self.cfg.boundary > 0 and bool(hard.any()):
             parts["boundary"] = boundary_loss(logits[hard], target[hard])
-        total = self.cfg.bce * parts["bce"] + self.cfg.dice * parts["dice"] + self.cfg.lovasz * parts["lovasz"]
-        if self.cfg.boundary > 0:
-            total = total + self.cfg.boundary * parts["boundary"]
-        return total, parts
+        return sum(getattr(self.cfg, name) * part for name, part in parts.items()), parts

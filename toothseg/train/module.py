@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from toothseg.config import ModelConfig, PseudoConfig, TrainConfig
 from toothseg.models.factory import create_model, uses_encoder
+from toothseg.train.budget import step_cap, steps_per_epoch
 from toothseg.train.hardware import use_channels_last
 from toothseg.train.losses import SegLoss
 from toothseg.train.strong_augment import cutmix
@@ -174,11 +175,8 @@ class SegModule(L.LightningModule):
     # -- optimisation ------------------------------------------------------------------------------------------
     def on_train_start(self) -> None:
         if self.total_steps <= 0:  # not restored from a checkpoint
-            spe = max(1, int(self.trainer.num_training_batches) // max(1, self.trainer.accumulate_grad_batches))
-            total = int(self.trainer.max_epochs or self.tcfg.epochs) * spe
-            if self.trainer.max_steps and self.trainer.max_steps > 0:
-                total = min(total, int(self.trainer.max_steps))
-            self.total_steps = total
+            spe = steps_per_epoch(self.trainer)
+            self.total_steps = step_cap(int(self.trainer.max_epochs or self.tcfg.epochs), spe, self.trainer.max_steps)
             self.warmup_steps = int(round(self.tcfg.warmup_epochs * spe))
         self.apply_schedule()
 

@@ -33,28 +33,21 @@ def predict_probability(model: nn.Module, img_u8: np.ndarray, size: tuple[int, i
     return from_network(prob, place)
 
 
-def score_items(model: nn.Module, items: list[TrainItem], size: tuple[int, int], resize: str, out_dir: Path,
-                threshold: float = 0.5) -> list[OofRow]:
-    """Predict, save OOF maps and write ``out_dir/oof.csv``; returns the rows."""
-    fold = FoldDir(Path(out_dir))
-    model.eval()
-    rows = []
-    for item in items:
-        img = read_image(item.image_path)
-        prob = predict_probability(model, img, size, resize)
-        write_png(fold.oof_map(item.key), np.clip(prob * 255.0 + 0.5, 0, 255).astype(np.uint8))
-        gt = read_mask(item.mask_path) if item.mask_path is not None else read_image(item.soft_path) >= 128
-        m = mask_metrics(prob >= threshold, gt)
-        rows.append(OofRow(key=item.key, dice=m["dice"], iou=m["iou"], hd95=m["hd95"]))
-    write_oof(fold.oof_csv, rows)
-    return rows
-
-
 def score_fold(cfg: Config | None, ckpt: Path, val: list[TrainItem], fold_dir: Path) -> list[OofRow]:
-    """OOF scores of ``ckpt`` on ``val`` at the original resolution -> fold_dir/oof.csv + oof/ (replaced)."""
+    """OOF scores of ``ckpt`` on ``val`` at the original resolution (threshold 0.5) -> fold_dir/oof.csv + oof/
+    (replaced); returns the rows."""
     module = module_from_checkpoint(ckpt)
     use_cuda = torch.cuda.is_available() and (cfg is None or cfg.train.accelerator != "cpu")
     model = module.model.to(torch.device("cuda" if use_cuda else "cpu")).eval()
-    hp = module.hparams
-    shutil.rmtree(FoldDir(Path(fold_dir)).oof_dir, ignore_errors=True)
-    return score_items(model, val, tuple(hp["scale"]), hp["resize"], fold_dir)
+    size, resize = tuple(module.hparams["scale"]), module.hparams["resize"]
+    fold = FoldDir(Path(fold_dir))
+    shutil.rmtree(fold.oof_dir, ignore_errors=True)
+    rows = []
+    for item in val:
+        prob = predict_probability(model, read_image(item.image_path), size, resize)
+        write_png(fold.oof_map(item.key), np.clip(prob * 255.0 + 0.5, 0, 255).astype(np.uint8))
+        gt = read_mask(item.mask_path) if item.mask_path is not None else read_image(item.soft_path) >= 128
+        m = mask_metrics(prob >= 0.5, gt)
+        rows.append(OofRow(key=item.key, dice=m["dice"], iou=m["iou"], hd95=m["hd95"]))
+    write_oof(fold.oof_csv, rows)
+    return rows

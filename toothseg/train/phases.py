@@ -17,12 +17,8 @@ from typing import Any, Callable
 import lightning as L
 
 
-def _monotonic() -> float:
-    return time.monotonic()
-
-
 # Tests replace this with a fake clock; everything here and in the budget planner reads time through it.
-CLOCK: Callable[[], float] = _monotonic
+CLOCK: Callable[[], float] = time.monotonic
 WINDOW = 20  # recent optimizer steps the step-cost estimate averages over
 
 
@@ -80,19 +76,13 @@ class PhaseTimes(L.Callback):
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
         t = now()
-        if self._mark is not None:
-            data = max(0.0, t - self._mark - self._interrupt)
-            self.totals["data"] += data
-            self._step_cost += data
+        self._add_step_part("data", self._mark, t)
         self._batch_start, self._interrupt = t, 0.0
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         t = now()
-        if self._batch_start is not None:
-            compute = max(0.0, t - self._batch_start - self._interrupt)
-            self.totals["compute"] += compute
-            self._step_cost += compute
+        self._add_step_part("compute", self._batch_start, t)
         self.batches += 1
         if isinstance(batch, dict) and "image" in batch:
             self.images += int(batch["image"].shape[0])
@@ -103,6 +93,13 @@ class PhaseTimes(L.Callback):
             self._step_cost = 0.0
             self._last_step = trainer.global_step
         self._mark, self._interrupt = t, 0.0
+
+    def _add_step_part(self, phase: str, since: float | None, t: float) -> None:
+        """Seconds of ``phase`` from ``since`` to ``t``, less the interruptions (validation, checkpoints) between."""
+        if since is not None:
+            seconds = max(0.0, t - since - self._interrupt)
+            self.totals[phase] += seconds
+            self._step_cost += seconds
 
     # -- validation ----------------------------------------------------------------------------------------------
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -45,11 +45,6 @@ def _records(tag_dir: Path) -> dict:
     return rec if isinstance(rec, dict) else {}
 
 
-def _oof_keys(fold_dir: Path) -> set[str] | None:
-    p = FoldDir(fold_dir).oof_csv
-    return {r["key"] for r in read_oof(p) if r["key"]} if p.is_file() else None
-
-
 def _stale(fold_dir: Path, why: str, fix: str) -> ToothsegError:
     return ToothsegError(f"{fold_dir}: {why}; {fix}")
 
@@ -67,8 +62,8 @@ def check_fold(fold_dir: Path, k: int, split: dict, cfg: Config | None = None, m
             raise _stale(fold_dir, "trained with other model/training settings than the config now asks for",
                          "pass --overwrite to retrain it with the new settings, or train into a new run folder")
         return
-    keys = _oof_keys(fold_dir)
-    if keys is not None and keys != set(split["val"]):
+    oof = FoldDir(fold_dir).oof_csv
+    if oof.is_file() and {r["key"] for r in read_oof(oof) if r["key"]} != set(split["val"]):
         raise _stale(fold_dir, f"its validation images (oof.csv) are not fold {k}'s in folds.json (was "
                      "'toothseg prepare' re-run?)", fix)
 
