@@ -107,7 +107,7 @@ def link_scenario(roles: dict[str, str], samples: dict[str, Sample], out: Path, 
 # -- scoring -----------------------------------------------------------------------------------------------------
 def score_test(run: Path, ckpt: Path, items: list, out: Path, resume: bool) -> list[dict]:
     """Per-image Dice/IoU/HD95 of one fold model on the test items (raw output at 0.5, original size) ->
-    OUT/oof.csv (score_items' file, here of the test images); reused while newer than the checkpoint."""
+    OUT/oof.csv (score_fold's file, here of the test images); reused while newer than the checkpoint."""
     from toothseg.run.folder import open_run
     from toothseg.run.family import read_oof
     from toothseg.train.oof import score_fold
