@@ -35,7 +35,6 @@ HARD_EPOCH_SHARE = 0.2  # the hard-mining fine-tune gets 20% of the epochs (and 
 HARD_LR_SHARE = 0.3  # ... at 30% of the peak learning rate, no warm-up: it starts from a trained model
 
 
-# -- config ----------------------------------------------------------------------------------------------------
 def resolve_config(rd: RunDir, preset: str | None, overrides: list[str] | None, max_time: str | None) -> Config:
     """The run's config, optionally re-based on another preset (curation settings kept) and overridden."""
     cfg = rd.load_config()
@@ -50,7 +49,6 @@ def resolve_config(rd: RunDir, preset: str | None, overrides: list[str] | None, 
     return cfg
 
 
-# -- one tag ---------------------------------------------------------------------------------------------------
 def _hard_mining(cfg: Config, fam: Family, folds: Folds, items: dict[str, TrainItem], folds_path: Path,
                  mcfg: ModelConfig, scale: tuple[int, int], resume: bool) -> dict | None:
     """Fine-tune each fold's best model with the hardest OOF samples of its training set oversampled; keep the
@@ -112,7 +110,6 @@ def train_tag(cfg: Config, rd: RunDir, mcfg: ModelConfig, scale: tuple[int, int]
     return info
 
 
-# -- the verb --------------------------------------------------------------------------------------------------
 def train(run: str | Path, fold: int | str = "all", preset: str | None = None, max_time: str | None = None,
           resume: bool = False, overrides: list[str] | None = None, overwrite: bool = False) -> dict:
     """Train RUN's folds for every model and scale; returns ``{"run", "models": {tag: model.json}}``."""
