@@ -65,9 +65,7 @@ def _hard_mining(cfg: Config, fam: Family, folds: Folds, items: dict[str, TrainI
     ft_cfg.train.lr = tc.lr * HARD_LR_SHARE
     ft_cfg.train.warmup_epochs = 0.0
     stage = Stage("hard", epochs=max(1, math.ceil(tc.epochs * HARD_EPOCH_SHARE)))
-    ft_time = None
-    if tc.max_time:
-        ft_time = format_hhmmss(max(60, int(parse_hhmmss(tc.max_time) * HARD_EPOCH_SHARE)))
+    ft_time = format_hhmmss(max(60, int(parse_hhmmss(tc.max_time) * HARD_EPOCH_SHARE))) if tc.max_time else None
     report: dict = {"fraction": tc.hard_fraction, "repeat": tc.hard_repeat, "keys": hard, "folds": {}}
     for k, split in folds.items():
         fd = fam.fold(k)
