@@ -48,9 +48,6 @@ class _Tooth:
     implant: bool
 
 
-# ----------------------------------------------------------------------------------------------------- geometry
-
-
 def _tooth_outline(w: float, hc: float, hr: float, n_roots: int, rng: np.random.Generator) -> tuple:
     """Polygons in tooth-local coordinates (u across, v from the occlusal surface into the bone)."""
     v_crown = np.linspace(0, hc, 7)
@@ -124,9 +121,6 @@ def _make_teeth(h: int, w: int, rng: np.random.Generator, scene: dict) -> list[_
                 teeth.append(_Tooth([_place(p, org, tilt, up) for p in polys], _place(pulp, org, tilt, up),
                                     _place(enamel, org, tilt, up), str(resto), implant))
     return teeth
-
-
-# ------------------------------------------------------------------------------------------------------ drawing
 
 
 def _fill(canvas: np.ndarray, polys: list[np.ndarray], value: float = 1.0, aa: bool = True) -> None:
@@ -310,9 +304,6 @@ def _random_scene(h: int, w: int, rng: np.random.Generator, need_teeth: bool = F
             "teeth": teeth, "resto_p": [0.86, 0.06, 0.04, 0.04]}
 
 
-# -------------------------------------------------------------------------------------------------------- labels
-
-
 def fine_mask(labels: np.ndarray) -> np.ndarray:
     """Binary tooth mask with a thin gap wherever two different teeth touch (the careful annotator's label)."""
     k = np.ones((3, 3), np.uint8)
@@ -332,9 +323,6 @@ def coarse_mask(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
     m = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (r + 1, r + 1)))
     return cv2.GaussianBlur(m.astype(np.float32), (0, 0), r / 1.5) > 0.5
-
-
-# ------------------------------------------------------------------------------------------------- duplicates
 
 
 @dataclass
@@ -396,9 +384,6 @@ def _crop_rescale(arr: np.ndarray, box: tuple[int, int, int, int], nearest: bool
     t, b, l, r = box
     h, w = arr.shape
     return cv2.resize(arr[t:h - b, l:w - r], (w, h), interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_AREA)
-
-
-# ----------------------------------------------------------------------------------------------------- the verb
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:

@@ -37,8 +37,6 @@ N_BOOT = 2000
 BOOT_SEED = 0
 
 
-# ---------------------------------------------------------------- in-memory scoring (for training, benchmarks)
-
 def evaluate_arrays(items: Iterable[tuple[str, np.ndarray, np.ndarray]], tolerance: float = 2.0,
                     source: str = "") -> list[dict[str, Any]]:
     """Score ``(image_id, pred, gt)`` bool-mask triples; a shape mismatch becomes a failure row, never an error."""
@@ -59,8 +57,6 @@ def _row(image_id: str, source: str, status: str, scores: dict[str, float], gt: 
             "width": gt.shape[1], "gt_px": int(gt.sum()), "pred_px": int(pred.sum()) if pred is not None else "",
             "note": note}
 
-
-# ---------------------------------------------------------------- summary statistics
 
 def _bootstrap_ci(x: np.ndarray, n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> tuple[float, float]:
     """95% percentile-bootstrap CI of the mean (fixed seed, so reruns give the same numbers)."""
@@ -139,8 +135,6 @@ def summary_markdown(summary: dict[str, Any], title: str = "Evaluation") -> str:
     lines += ["", "## Conventions", ""] + [f"- **{k}**: {v}" for k, v in summary.get("conventions", {}).items()]
     return "\n".join(lines) + "\n"
 
-
-# ---------------------------------------------------------------- folders
 
 def _mask_folder(gt_dir: Path) -> tuple[Path, str]:
     """The folder holding the ground-truth masks and the source name (the dataset folder's name)."""

@@ -29,8 +29,6 @@ log = logging.getLogger("toothseg")
 OOF_METRICS = ("dice", "iou", "hd95")
 
 
-# ---------------------------------------------------------------- reading the run folder
-
 def _json(path: Path) -> Any:
     try:
         return read_json(path) if path.is_file() else None
@@ -72,8 +70,6 @@ def read_training_log(path: Path) -> dict[str, list[tuple[float, float]]]:
     return {c: sorted(d.items()) for c, d in per.items()}
 
 
-# ---------------------------------------------------------------- HTML helpers
-
 def _esc(x: Any) -> str:
     return html.escape(str(x))
 
@@ -112,8 +108,6 @@ def _metric_table(rows: list[dict[str, Any]], group: str, metrics: tuple[str, ..
     body.append(["all", len(rows), *[_mean([r[m] for r in rows]) for m in metrics]])
     return _table([group, "n", *[f"mean {m}" for m in metrics]], body, "num")
 
-
-# ---------------------------------------------------------------- sections
 
 def _section_dataset(run: RunDir) -> str:
     samples = run.read_samples() if run.samples.is_file() else []

@@ -124,7 +124,6 @@ class Predictor:
                                                   for s in self.tta.scales})
         return self
 
-    # ------------------------------------------------------------------------------------------------ per image
     def prepare(self, img_u8: np.ndarray) -> Prepared:
         """Network inputs for every geometry the members and TTA scales need (safe to run in reader threads)."""
         return {g: to_network(img_u8, g[0], g[1]) for g in self.geometries}

@@ -31,10 +31,8 @@ def unlabelled_pool(run: RunDir, purpose: str | None = None) -> Pool:
         if s.labelled:
             continue
         use = curation.decision(s.key).use
-        if use.startswith("label-from:"):
+        if use.startswith("label-from:") or use == "drop":
             pool.skipped[s.key] = use
-        elif use == "drop":
-            pool.skipped[s.key] = "drop"
         else:
             pool.samples.append(s)
     if purpose is not None and not pool.samples:

@@ -85,7 +85,6 @@ class Session:
         self.out.mkdir(parents=True, exist_ok=True)
         self._save_state()
 
-    # ---------------------------------------------------------------------------------------------- reading
     def listing(self) -> list[dict]:
         return [{"id": i, "key": it.key, "name": it.name, "scores": it.scores, "reason": it.reason,
                  "status": self.state.get(i, {}).get("decision", "todo")} for i, it in self.items.items()]
@@ -110,7 +109,6 @@ class Session:
             return read_mask(accepted)
         return self.prediction(item_id, shape)
 
-    # ---------------------------------------------------------------------------------------------- writing
     def accept(self, item_id: str, png: bytes) -> dict:
         it = self.items[item_id]
         img = self.image(item_id)

@@ -76,7 +76,6 @@ class RunDir:
             raise ToothsegError(f"{path}: missing; run 'toothseg {stage} {self.root}' first")
         return path
 
-    # -- curation's files ------------------------------------------------------------------------------------------
     def read_samples(self) -> list[Sample]:
         return read_index(self.require(self.samples, "prepare"))
 
@@ -121,7 +120,6 @@ class RunDir:
         write_json(self.folds, folds)
         write_json(self.splits_final, nnunet_splits)
 
-    # -- trained models and pseudo-labels --------------------------------------------------------------------------
     def family(self, tag: str) -> Family:
         return Family(self.train_dir / tag)
 

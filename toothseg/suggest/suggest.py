@@ -88,10 +88,7 @@ def suggest(run: str | Path, n: int = 50, out: str | Path | None = None, bundle:
         raise ConfigError(f"--out {csv_path}: give a .csv file name (the JSON is written beside it)")
     work = csv_path.parent / f"{csv_path.stem}.cache"
     pred_dir = csv_path.parent / f"{csv_path.stem}.pred"
-    pool = unlabelled_pool(rd)
-    if not pool.samples:
-        raise InputError(rd.samples, f"no unlabelled image to rank ({len(pool.skipped)} are copies of labelled "
-                         "images or dropped)", "add unlabelled X-rays (DIR/unlabelled/) and rerun 'toothseg prepare'")
+    pool = unlabelled_pool(rd, "to rank")
     bundle_path = Path(bundle) if bundle is not None else rd.require(rd.bundle_dir / "bundle.json", "train").parent
     tta = [t for t in (cfg.predict.tta if cfg else []) if str(t).strip().lower() != "hflip"]
     pred = Predictor.from_bundle(bundle_path, folds=folds, tta=tta,

@@ -76,7 +76,6 @@ class BudgetSchedule(L.Callback):
         self._last_plan = -1
         self._replan = False
 
-    # -- state that survives --resume -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"spent": self.elapsed(), "planned": self.planned}
 
@@ -90,7 +89,6 @@ class BudgetSchedule(L.Callback):
     def remaining(self) -> float:
         return self.budget_s - self.elapsed()
 
-    # -- hooks ---------------------------------------------------------------------------------------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = now()
 
@@ -107,7 +105,6 @@ class BudgetSchedule(L.Callback):
             trainer.should_stop = True
             trainer.check_val_every_n_epoch = 1  # validate the final weights (Lightning does on should_stop)
 
-    # -- planning ------------------------------------------------------------------------------------------------
     def _plan(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         step = trainer.global_step
         self._last_plan, self._replan = step, False

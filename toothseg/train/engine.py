@@ -35,7 +35,6 @@ HARD_EPOCH_SHARE = 0.2  # the hard-mining fine-tune gets 20% of the epochs (and 
 HARD_LR_SHARE = 0.3  # ... at 30% of the peak learning rate, no warm-up: it starts from a trained model
 
 
-# -- config ----------------------------------------------------------------------------------------------------
 def resolve_config(rd: RunDir, preset: str | None, overrides: list[str] | None, max_time: str | None) -> Config:
     """The run's config, optionally re-based on another preset (curation settings kept) and overridden."""
     cfg = rd.load_config()
@@ -50,7 +49,6 @@ def resolve_config(rd: RunDir, preset: str | None, overrides: list[str] | None, 
     return cfg
 
 
-# -- one tag ---------------------------------------------------------------------------------------------------
 def _hard_mining(cfg: Config, fam: Family, folds: Folds, items: dict[str, TrainItem], folds_path: Path,
                  mcfg: ModelConfig, scale: tuple[int, int], resume: bool) -> dict | None:
     """Fine-tune each fold's best model with the hardest OOF samples of its training set oversampled; keep the
@@ -67,9 +65,7 @@ def _hard_mining(cfg: Config, fam: Family, folds: Folds, items: dict[str, TrainI
     ft_cfg.train.lr = tc.lr * HARD_LR_SHARE
     ft_cfg.train.warmup_epochs = 0.0
     stage = Stage("hard", epochs=max(1, math.ceil(tc.epochs * HARD_EPOCH_SHARE)))
-    ft_time = None
-    if tc.max_time:
-        ft_time = format_hhmmss(max(60, int(parse_hhmmss(tc.max_time) * HARD_EPOCH_SHARE)))
+    ft_time = format_hhmmss(max(60, int(parse_hhmmss(tc.max_time) * HARD_EPOCH_SHARE))) if tc.max_time else None
     report: dict = {"fraction": tc.hard_fraction, "repeat": tc.hard_repeat, "keys": hard, "folds": {}}
     for k, split in folds.items():
         fd = fam.fold(k)
@@ -112,7 +108,6 @@ def train_tag(cfg: Config, rd: RunDir, mcfg: ModelConfig, scale: tuple[int, int]
     return info
 
 
-# -- the verb --------------------------------------------------------------------------------------------------
 def train(run: str | Path, fold: int | str = "all", preset: str | None = None, max_time: str | None = None,
           resume: bool = False, overrides: list[str] | None = None, overwrite: bool = False) -> dict:
     """Train RUN's folds for every model and scale; returns ``{"run", "models": {tag: model.json}}``."""

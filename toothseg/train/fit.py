@@ -108,15 +108,6 @@ def _loader(ds: SegDataset, batch: int, shuffle: bool, workers: int) -> DataLoad
                       persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
 
 
-def _init_weights(module: SegModule, mcfg: ModelConfig, init_weights: Path | None) -> None:
-    """``init_weights`` (a checkpoint to start from) win over the model's pretrained ``weights``."""
-    if init_weights is None:
-        load_pretrained(module.model, mcfg)
-    else:
-        load_pretrained(module.model, mcfg.model_copy(update={"weights": str(init_weights)}))
-        log.info("initialised from %s", init_weights)
-
-
 def hard_stop(budget: str | None) -> timedelta | None:
     """Lightning's real-time Timer: the stop that holds even when the budget planner's estimates are off."""
     return timedelta(seconds=parse_hhmmss(budget)) if budget else None
@@ -185,8 +176,11 @@ def fit_model(cfg: Config, train_items: list[TrainItem], val_items: list[TrainIt
         train_ds = PairedDataset(train_ds, unlabelled_items, build_strong_photometric(), cfg.seed)
     module = module_cls(model=mcfg.model_dump(mode="json"), scale=list(size), resize=tcfg.resize,
                         train=tcfg.model_dump(mode="json"), pseudo=pcfg.model_dump(mode="json"))
-    if ckpt_path is None:
-        _init_weights(module, mcfg, init_weights)
+    if ckpt_path is None:  # ``init_weights`` (a checkpoint to start from) win over the model's pretrained weights
+        init = mcfg if init_weights is None else mcfg.model_copy(update={"weights": str(init_weights)})
+        load_pretrained(module.model, init)
+        if init_weights is not None:
+            log.info("initialised from %s", init_weights)
 
     phases = PhaseTimes()
     ckpt = partial(ModelCheckpoint, dirpath=out_dir, save_top_k=1, enable_version_counter=False)

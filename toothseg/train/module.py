@@ -92,7 +92,6 @@ class SegModule(L.LightningModule):
         if self._channels_last:
             self.model.to(memory_format=torch.channels_last)
 
-    # -- progressive resizing ----------------------------------------------------------------------------------
     def small_step(self, step: int) -> bool:
         """Whether optimizer ``step`` trains at half scale (the first ``progressive_share`` of the planned steps)."""
         return self.tcfg.progressive_share > 0 and step < int(self.tcfg.progressive_share * self.total_steps)
@@ -108,7 +107,6 @@ class SegModule(L.LightningModule):
             out["valid"] = -F.max_pool2d(-batch["valid"].float(), 2) > 0.5
         return out
 
-    # -- mixup -------------------------------------------------------------------------------------------------
     def _mixup(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Blend a random share (``mixup_p``) of the samples with a partner; with ``mixup_pseudo_only`` only
         pseudo-labelled samples are mixed, with each other. Mixed targets are soft, so Lovasz skips them."""
@@ -147,7 +145,6 @@ class SegModule(L.LightningModule):
         (x, y, valid), _, _ = cutmix([batch["image"], batch["target"], batch["valid"]], self.pcfg.cutmix_p, idx)
         return {**batch, "image": x, "target": y, "valid": valid}
 
-    # -- steps -------------------------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         if self.small_step(self.global_step):
             batch = self._half_scale(batch)
@@ -172,7 +169,6 @@ class SegModule(L.LightningModule):
         self.log("val_dice", dice.mean(), on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=True)
         self.log("val_iou", iou.mean(), on_epoch=True, prog_bar=False, batch_size=bs, sync_dist=True)
 
-    # -- optimisation ------------------------------------------------------------------------------------------
     def on_train_start(self) -> None:
         if self.total_steps <= 0:  # not restored from a checkpoint
             spe = steps_per_epoch(self.trainer)

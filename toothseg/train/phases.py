@@ -46,7 +46,6 @@ class PhaseTimes(L.Callback):
         self._val_start: float | None = None
         self._saver: Any = None
 
-    # -- checkpoint writes ---------------------------------------------------------------------------------------
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._saver is None:
             self._saver = trainer.save_checkpoint
@@ -66,7 +65,6 @@ class PhaseTimes(L.Callback):
         self.totals[phase] += seconds
         self._interrupt += seconds
 
-    # -- training ------------------------------------------------------------------------------------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._last_step = trainer.global_step
 
@@ -101,7 +99,6 @@ class PhaseTimes(L.Callback):
             self.totals[phase] += seconds
             self._step_cost += seconds
 
-    # -- validation ----------------------------------------------------------------------------------------------
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._val_start = now()
 
@@ -112,7 +109,6 @@ class PhaseTimes(L.Callback):
             self.val_runs.append(seconds)
             self._val_start = None
 
-    # -- estimates -----------------------------------------------------------------------------------------------
     def step_seconds(self, small_ratio: float) -> float | None:
         """Seconds per full-scale optimizer step (from small-scale steps / ``small_ratio`` while no full-scale one
         was seen), or None before any step."""
