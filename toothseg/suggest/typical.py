@@ -87,7 +87,7 @@ def pick_in_cluster(typ: np.ndarray, scores: np.ndarray) -> tuple[int, int, int]
 
 
 def select_typical(candidates: np.ndarray, scores: np.ndarray, n: int, labelled: np.ndarray | None = None,
-                   seed: int = 0, knn: int = KNN) -> list[TypicalPick]:
+                   seed: int = 0) -> list[TypicalPick]:
     """Up to ``n`` candidate rows, at most one per cluster per round (see the module docstring).
 
     ``candidates``: (N, D) features, one row per duplicate group; ``scores``: (N,) uncertainty, higher = more
@@ -108,7 +108,7 @@ def select_typical(candidates: np.ndarray, scores: np.ndarray, n: int, labelled:
         labels = cluster(feats, len(lab) + n, seed)
         order = cluster_order(labels, is_labelled)
         members = {c: np.flatnonzero(labels == c) for c in order}
-        typ = {c: typicality(feats[members[c]], knn) for c in order}
+        typ = {c: typicality(feats[members[c]]) for c in order}
     picks: list[TypicalPick] = []
     taken: set[int] = set()
     while len(picks) < n:  # rounds of at most one pick per cluster; a second only when clusters run out
