@@ -15,7 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from toothseg.atomic import atomic_write_text
 from toothseg.durations import parse_hhmmss
-from toothseg.errors import ConfigError
+from toothseg.errors import ConfigError, first_line
 
 
 def _check_scales(v: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -250,7 +250,7 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     try:
         return keys, yaml.safe_load(raw)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override '{item}': the value is not valid YAML ({str(exc).splitlines()[0]}); "
+        raise ConfigError(f"override '{item}': the value is not valid YAML ({first_line(exc)}); "
                           "quote it or fix it") from None
 
 
@@ -281,7 +281,7 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read the config ({exc.strerror or exc}); check its permissions") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]}); fix the syntax") from None
+        raise ConfigError(f"{p}: not valid YAML ({first_line(exc)}); fix the syntax") from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"{p}: the config must be a mapping of sections (curate:, model:, train:, ...)")
     return loaded

@@ -21,3 +21,10 @@ class InputError(ToothsegError):
 
 class ConfigError(ToothsegError):
     """A configuration value is missing or invalid."""
+
+
+def first_line(exc: BaseException, limit: int | None = None, default: str = "") -> str:
+    """The first line of ``exc``'s message (cut to ``limit`` characters), or ``default`` when it has none: a
+    library's multi-line message fits our one-line errors, and an empty one cannot raise IndexError."""
+    lines = str(exc).splitlines()
+    return lines[0][:limit] if lines else default

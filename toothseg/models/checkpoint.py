@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from toothseg.atomic import atomic_path
-from toothseg.errors import InputError
+from toothseg.errors import InputError, first_line
 
 # What a finished model's checkpoint keeps: every reader (bundle building, OOF scoring, warm starts, hard mining,
 # the stability filter) needs only the weights, the settings that rebuild the network and the step they were taken
@@ -43,7 +43,7 @@ def safe_load(path: str | Path, fix: str = "re-create it with toothseg (re-train
                              f"use only checkpoints toothseg wrote; {fix}") from None
         raise InputError(p, "not a plain PyTorch weights file (unsupported pickle content; not loaded)", fix) from None
     except Exception as exc:  # torch raises many types for damaged files (EOFError, RuntimeError, KeyError, ...)
-        msg = str(exc).splitlines()[0].split(". ")[0][:120] if str(exc) else exc.__class__.__name__
+        msg = first_line(exc, default=exc.__class__.__name__).split(". ")[0][:120]
         raise InputError(p, f"truncated or not a PyTorch file ({msg})", fix) from None
 
 

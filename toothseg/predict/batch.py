@@ -18,7 +18,7 @@ import numpy as np
 import toothseg
 from toothseg.atomic import file_sha256
 from toothseg.data.io import read_image
-from toothseg.errors import ConfigError, ToothsegError
+from toothseg.errors import ConfigError, ToothsegError, first_line
 from toothseg.predict.bundle_format import load_bundle
 from toothseg.predict.engines import cpu_threads
 from toothseg.predict.inputs import expand_inputs
@@ -137,7 +137,7 @@ def _plan(files: list[Path], problems: list[tuple[str, str]], out: Path, overwri
 def _error_text(exc: BaseException, path: Path) -> str:
     if isinstance(exc, ToothsegError):
         return str(exc)
-    return f"{path}: {exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+    return f"{path}: {exc.__class__.__name__}: {first_line(exc)}".rstrip(": ")
 
 
 class _BatchRun:

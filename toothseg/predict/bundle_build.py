@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import toothseg
-from toothseg.errors import InputError, ToothsegError
+from toothseg.errors import InputError, ToothsegError, first_line
 from toothseg.predict.bundle_format import BUNDLE_FORMAT, BUNDLE_VERSION
 from toothseg.predict.bundle_tune import predict_settings, tune_on_oof
 from toothseg.run.folder import RunDir, open_run, write_json
@@ -148,7 +148,7 @@ def _bundle_member(family: Member, fold: int | str, fd: Path, tmp: Path, net: An
         net.load_state_dict(sd, strict=True)  # fail here, not at predict time
     except RuntimeError as exc:
         raise InputError(fd / "best.ckpt", f"weights do not fit model {model_d['name']}/"
-                         f"{model_d['encoder']} ({str(exc).splitlines()[0]})", "re-train this fold") from None
+                         f"{model_d['encoder']} ({first_line(exc)})", "re-train this fold") from None
     rel = f"models/{family.tag}__fold{fold}.pt"
     torch.save(sd, tmp / rel)
     return {"tag": family.tag, "fold": fold, "model": model_d, "scale": [int(x) for x in scale],

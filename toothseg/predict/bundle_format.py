@@ -20,7 +20,7 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from toothseg.errors import InputError, ToothsegError
+from toothseg.errors import InputError, ToothsegError, first_line
 from toothseg.run.folder import read_json, write_json
 
 BUNDLE_FORMAT = "toothseg-bundle"
@@ -94,7 +94,7 @@ class Bundle:
         except Exception as exc:  # an architecture/encoder this toothseg cannot build
             raise InputError(self.root / "bundle.json", f"member {member.name}: cannot build model "
                              f"{member.model.get('name')}/{member.model.get('encoder')} ({exc.__class__.__name__}: "
-                             f"{str(exc).splitlines()[0][:120] if str(exc) else ''})", "rebuild the bundle") from None
+                             f"{first_line(exc, 120)})", "rebuild the bundle") from None
         try:
             net.load_state_dict(sd, strict=True)
         except RuntimeError as exc:
@@ -178,7 +178,7 @@ def load_bundle(path: str | Path) -> Bundle:
                                      "unzip it yourself and pass the bundle folder, or re-create it without a password")
                 zf.extractall(tmp)
         except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError, EOFError, zlib.error) as exc:
-            why = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+            why = first_line(exc, default=exc.__class__.__name__)
             raise InputError(p, f"not a readable zip ({why})", "re-create it with build_bundle(..., zip=True)") from None
         hits = sorted(tmp.rglob("bundle.json"), key=lambda q: len(q.parts))
         if not hits:
@@ -195,7 +195,7 @@ def load_bundle(path: str | Path) -> Bundle:
     try:
         meta = read_json(meta_path)
     except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
-        raise InputError(meta_path, f"unreadable bundle.json ({str(exc).splitlines()[0][:120]})",
+        raise InputError(meta_path, f"unreadable bundle.json ({first_line(exc, 120)})",
                          "rebuild the bundle") from None
     if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT or not meta.get("members"):
         raise InputError(meta_path, "not a toothseg bundle or it has no members", "rebuild the bundle")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toothseg.errors import InputError
+from toothseg.errors import InputError, first_line
 
 INPUT_NAME = "image"  # of exported ONNX graphs
 OUTPUT_NAME = "prob"
@@ -56,7 +56,7 @@ class OnnxRunner:
         try:
             self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for invalid models
-            raise InputError(path, f"ONNX Runtime cannot load it ({str(exc).splitlines()[0][:200]})",
+            raise InputError(path, f"ONNX Runtime cannot load it ({first_line(exc, 200)})",
                              "re-export with 'toothseg export BUNDLE --format onnx --overwrite'") from None
         shape = self.session.get_inputs()[0].shape
         self.size = tuple(d if isinstance(d, int) else None for d in shape[2:4])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from toothseg.errors import InputError
+from toothseg.errors import InputError, first_line
 from toothseg.models.checkpoint import load_checkpoint
 from toothseg.train.module import SegModule
 
@@ -19,11 +19,11 @@ def module_from_checkpoint(path: str | Path) -> SegModule:
                            train=dict(hp["train"]))
     except Exception as exc:  # missing keys or values the config no longer accepts
         raise InputError(path, f"checkpoint settings unusable ({exc.__class__.__name__}: "
-                         f"{str(exc).splitlines()[0][:120]})", "re-train this fold") from None
+                         f"{first_line(exc, 120)})", "re-train this fold") from None
     try:
         module.load_state_dict(ckpt["state_dict"], strict=True)
     except RuntimeError as exc:
-        raise InputError(path, f"weights do not fit the model its settings describe ({str(exc).splitlines()[0]})",
+        raise InputError(path, f"weights do not fit the model its settings describe ({first_line(exc)})",
                          "re-train this fold") from None
     module.on_load_checkpoint(ckpt)
     return module
