@@ -247,12 +247,26 @@ def read_mask(path: str | Path) -> np.ndarray:
     return mask_from_array(read_mask_array(path), path)
 
 
-def write_png(path: str | Path, arr: np.ndarray) -> None:
-    """Write a uint8/bool 2-D or RGB array as PNG (bool -> 0/255), creating parent folders (`atomic_path` does)."""
+def _for_cv2(arr: np.ndarray) -> np.ndarray:
+    """A uint8/bool 2-D or RGB array as cv2 writes it: bool -> 0/255, RGB -> BGR."""
     if arr.dtype == bool:
         arr = arr.astype(np.uint8) * 255
-    if arr.ndim == 3:
-        arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
+    return cv2.cvtColor(arr, cv2.COLOR_RGB2BGR) if arr.ndim == 3 else arr
+
+
+def encode_png(arr: np.ndarray, compression: int | None = None) -> bytes:
+    """PNG bytes of a uint8/bool 2-D or RGB array (bool -> 0/255), for pages and HTTP replies that embed it;
+    ``compression`` 0-9 (None: OpenCV's default). Raises ValueError when OpenCV cannot encode it."""
+    params = [cv2.IMWRITE_PNG_COMPRESSION, compression] if compression is not None else []
+    ok, buf = cv2.imencode(".png", _for_cv2(arr), params)
+    if not ok:
+        raise ValueError("could not encode PNG")
+    return buf.tobytes()
+
+
+def write_png(path: str | Path, arr: np.ndarray) -> None:
+    """Write a uint8/bool 2-D or RGB array as PNG (bool -> 0/255), creating parent folders (`atomic_path` does)."""
+    arr = _for_cv2(arr)
     with atomic_path(path) as tmp:
         if not cv2.imwrite(str(tmp), arr):
             raise InputError(path, "could not write PNG", "check the folder is writable and the disk has space")

@@ -7,6 +7,8 @@ import base64
 import cv2
 import numpy as np
 
+from toothseg.data.io import encode_png
+
 TP_RGB = (40, 200, 40)  # tooth in both
 FP_RGB = (235, 40, 40)  # predicted, not in the ground truth (over-segmentation)
 FN_RGB = (40, 110, 255)  # in the ground truth, missed (under-segmentation)
@@ -33,7 +35,4 @@ def png_b64(rgb: np.ndarray, max_width: int = 900) -> str:
     if rgb.shape[1] > max_width:
         h = round(rgb.shape[0] * max_width / rgb.shape[1])
         rgb = cv2.resize(rgb, (max_width, h), interpolation=cv2.INTER_AREA)
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else rgb)
-    if not ok:
-        raise ValueError("could not encode PNG")
-    return base64.b64encode(buf.tobytes()).decode("ascii")
+    return base64.b64encode(encode_png(rgb)).decode("ascii")

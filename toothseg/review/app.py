@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -23,6 +22,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from toothseg.data.io import encode_png
 from toothseg.errors import ToothsegError
 from toothseg.review.session import BadUpload, Session
 
@@ -37,14 +37,11 @@ def _error(status: int, text: str) -> JSONResponse:
 
 
 def _png(arr: np.ndarray) -> Response:
-    if arr.dtype == bool:
-        arr = arr.astype(np.uint8) * 255
-    if arr.ndim == 3:
-        arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode(".png", arr, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-    if not ok:
-        return _error(500, "could not encode PNG")
-    return Response(buf.tobytes(), media_type="image/png", headers={"Cache-Control": "no-store"})
+    try:
+        data = encode_png(arr, compression=1)  # fast: pictures are made per request
+    except ValueError as exc:
+        return _error(500, str(exc))
+    return Response(data, media_type="image/png", headers={"Cache-Control": "no-store"})
 
 
 def create_app(session: Session) -> Starlette:
