@@ -47,6 +47,16 @@ def safe_load(path: str | Path, fix: str = "re-create it with toothseg (re-train
         raise InputError(p, f"truncated or not a PyTorch file ({msg})", fix) from None
 
 
+def load_strict(net: Any, state_dict: dict, path: str | Path, what: str, fix: str) -> Any:
+    """``net`` with ``state_dict`` loaded strictly: weights that do not fit fail here, as one `InputError` line
+    naming the first mismatches, not later as a torch traceback."""
+    try:
+        net.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:
+        raise InputError(path, f"weights do not fit {what} ({' '.join(str(exc).split())[:200]})", fix) from None
+    return net
+
+
 def load_checkpoint(path: str | Path) -> dict:
     """A Lightning checkpoint toothseg wrote: a dict with ``state_dict`` and ``hyper_parameters``."""
     ckpt = safe_load(path, "re-train this fold ('toothseg train RUN --fold K --overwrite')")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import toothseg
-from toothseg.errors import InputError, ToothsegError, first_line
+from toothseg.errors import InputError, ToothsegError
 from toothseg.predict.bundle_format import BUNDLE_FORMAT, BUNDLE_VERSION
 from toothseg.predict.bundle_tune import predict_settings, tune_on_oof
 from toothseg.run.folder import RunDir, open_run, write_json
@@ -130,7 +130,7 @@ def _bundle_member(family: Member, fold: int | str, fd: Path, tmp: Path, net: An
     import torch
 
     from toothseg.config import ModelConfig
-    from toothseg.models.checkpoint import load_checkpoint
+    from toothseg.models.checkpoint import load_checkpoint, load_strict
     from toothseg.models.factory import create_model
 
     ckpt = load_checkpoint(fd / "best.ckpt")
@@ -144,11 +144,7 @@ def _bundle_member(family: Member, fold: int | str, fd: Path, tmp: Path, net: An
     sd = extract_state_dict(ckpt, fd / "best.ckpt")
     if net is None:
         net = create_model(ModelConfig(**model_d), load_weights=False)
-    try:
-        net.load_state_dict(sd, strict=True)  # fail here, not at predict time
-    except RuntimeError as exc:
-        raise InputError(fd / "best.ckpt", f"weights do not fit model {model_d['name']}/"
-                         f"{model_d['encoder']} ({first_line(exc)})", "re-train this fold") from None
+    load_strict(net, sd, fd / "best.ckpt", f"model {model_d['name']}/{model_d['encoder']}", "re-train this fold")
     rel = f"models/{family.tag}__fold{fold}.pt"
     torch.save(sd, tmp / rel)
     return {"tag": family.tag, "fold": fold, "model": model_d, "scale": [int(x) for x in scale],

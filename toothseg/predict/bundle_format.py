@@ -82,7 +82,7 @@ class Bundle:
     def load_network(self, member: Member):
         """The member's network with its weights, in eval mode; a file that does not fit is one error line."""
         from toothseg.config import ModelConfig
-        from toothseg.models.checkpoint import safe_load
+        from toothseg.models.checkpoint import load_strict, safe_load
         from toothseg.models.factory import create_model
 
         path = self.file(member.checkpoint)
@@ -95,12 +95,8 @@ class Bundle:
             raise InputError(self.root / "bundle.json", f"member {member.name}: cannot build model "
                              f"{member.model.get('name')}/{member.model.get('encoder')} ({exc.__class__.__name__}: "
                              f"{first_line(exc, 120)})", "rebuild the bundle") from None
-        try:
-            net.load_state_dict(sd, strict=True)
-        except RuntimeError as exc:
-            raise InputError(self.root / member.checkpoint, f"weights do not fit member {member.name}'s architecture "
-                             f"({' '.join(str(exc).split())[:200]})", "rebuild the bundle") from None
-        return net.eval()
+        return load_strict(net, sd, self.root / member.checkpoint, f"member {member.name}'s architecture",
+                           "rebuild the bundle").eval()
 
     def select(self, folds: list[int] | None) -> list[Member]:
         """Members of the given folds (all when None); weights are renormalised by the caller."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from toothseg.errors import InputError, first_line
-from toothseg.models.checkpoint import load_checkpoint
+from toothseg.models.checkpoint import load_checkpoint, load_strict
 from toothseg.train.module import SegModule
 
 
@@ -20,10 +20,6 @@ def module_from_checkpoint(path: str | Path) -> SegModule:
     except Exception as exc:  # missing keys or values the config no longer accepts
         raise InputError(path, f"checkpoint settings unusable ({exc.__class__.__name__}: "
                          f"{first_line(exc, 120)})", "re-train this fold") from None
-    try:
-        module.load_state_dict(ckpt["state_dict"], strict=True)
-    except RuntimeError as exc:
-        raise InputError(path, f"weights do not fit the model its settings describe ({first_line(exc)})",
-                         "re-train this fold") from None
+    load_strict(module, ckpt["state_dict"], path, "the model its settings describe", "re-train this fold")
     module.on_load_checkpoint(ckpt)
     return module
