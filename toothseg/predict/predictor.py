@@ -8,6 +8,7 @@ post-processing then give the mask.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,14 +16,17 @@ from typing import Any
 
 import numpy as np
 
+from toothseg.data.io import read_image
+from toothseg.data.layout import Sample
 from toothseg.data.preprocess import Placement, from_network, to_network
-from toothseg.errors import ConfigError, ToothsegError
+from toothseg.errors import ConfigError, InputError, ToothsegError
 from toothseg.predict.bundle_format import Bundle, Member, load_bundle
 from toothseg.predict.engines import OnnxRunner, TorchRunner, cpu_threads
 from toothseg.predict.postprocess import postprocess
 from toothseg.predict.threshold import binarise
 from toothseg.predict.tta import TTA, Runner, parse_tta, run_views, scaled_size
 
+log = logging.getLogger("toothseg")
 Geometry = tuple[tuple[int, int], str]  # (network (h, w), resize mode)
 Prepared = dict[Geometry, tuple[np.ndarray, Placement]]
 
@@ -52,6 +56,24 @@ def _settings(defaults: dict, engine: str, tta: bool | Sequence[str] | None, thr
         raise ConfigError(f"min_component {pp['min_component']} must be >= 0 (pixels)")
     return tta_cfg, thr, {"min_component": int(pp.get("min_component", 0)),
                           "fill_holes": bool(pp.get("fill_holes", False))}
+
+
+def split_hflip(tta: Sequence[str]) -> tuple[list[str], bool]:
+    """``tta`` without hflip, and whether it had it: pseudo-label and suggest run the mirror as separate views
+    (`Predictor.member_views`), whose spread is their score, instead of averaging it away."""
+    rest = [t for t in tta if str(t).strip().lower() != "hflip"]
+    return rest, len(rest) < len(tta)
+
+
+def read_or_skip(sample: Sample, failed: dict[str, str], stage: str) -> np.ndarray | None:
+    """The sample's image, or None once the reason is logged and kept in ``failed[key]``: pseudo-label and suggest
+    go on past an unreadable file in the pool."""
+    try:
+        return read_image(sample.image_path)
+    except InputError as exc:
+        failed[sample.key] = str(exc)
+        log.warning("%s: skipped %s", stage, exc)
+        return None
 
 
 def _member_net(b: Bundle, m: Member, engine: str, threads: int) -> Net:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toothseg.data.io import read_image, write_png
+from toothseg.data.io import write_png
 from toothseg.errors import ConfigError, InputError, ToothsegError
 from toothseg.pseudo.confidence import SCORES, confidence_scores
 from toothseg.pseudo.pool import unlabelled_pool
@@ -71,7 +71,7 @@ def pseudo_label(run: str | Path, teacher: str | None = None, out: str | Path | 
     """
     from toothseg.predict.fusion import fuse
     from toothseg.predict.postprocess import postprocess
-    from toothseg.predict.predictor import Predictor
+    from toothseg.predict.predictor import Predictor, read_or_skip, split_hflip
 
     rd = open_run(run)
     setup_logging(rd)
@@ -94,10 +94,9 @@ def pseudo_label(run: str | Path, teacher: str | None = None, out: str | Path | 
     t0 = time.time()
     tag, bundle_dir = _resolve_teacher(rd, teacher, out_dir)
     # hflip is run here as separate views, so even a one-fold teacher has two members whose agreement is a score.
-    hflip = any(str(t).strip().lower() == "hflip" for t in cfg.predict.tta)
+    tta, hflip = split_hflip(cfg.predict.tta)
     # train.threads also bounds inference: on a shared CPU, more torch threads than free cores is ~30x slower
-    pred = Predictor.from_bundle(bundle_dir, folds=folds, threads=cfg.train.threads,
-                                 tta=[t for t in cfg.predict.tta if str(t).strip().lower() != "hflip"])
+    pred = Predictor.from_bundle(bundle_dir, folds=folds, threads=cfg.train.threads, tta=tta)
     thr, pp = pred.threshold, pred.postprocess
     teacher_dice = teacher_cv_dice(pred.bundle.meta if pred.bundle else {})
     if teacher_dice is not None and teacher_dice < WEAK_TEACHER_DICE:
@@ -119,11 +118,7 @@ def pseudo_label(run: str | Path, teacher: str | None = None, out: str | Path | 
     rows: dict[str, dict[str, float]] = {}  # key -> score and each confidence (and stability)
     failed: dict[str, str] = {}
     for i, s in enumerate(samples):
-        try:
-            img = read_image(s.image_path)
-        except InputError as exc:
-            failed[s.key] = str(exc)
-            log.warning("pseudo-label: %s", exc)
+        if (img := read_or_skip(s, failed, "pseudo-label")) is None:
             continue
         members = pred.member_views(img, hflip)
         fused = fuse(list(members), weights)

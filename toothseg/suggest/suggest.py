@@ -73,7 +73,7 @@ def suggest(run: str | Path, n: int = 50, out: str | Path | None = None, bundle:
     are labelled) or ``uncertain`` (k-center greedy among the ``oversample x n`` most uncertain images).
     ``use_labelled``: count the run's labelled images as already chosen, so picks differ from them too.
     """
-    from toothseg.predict.predictor import Predictor
+    from toothseg.predict.predictor import Predictor, read_or_skip, split_hflip
 
     strategy = check_strategy(strategy)
     if n < 1:
@@ -90,7 +90,7 @@ def suggest(run: str | Path, n: int = 50, out: str | Path | None = None, bundle:
     pred_dir = csv_path.parent / f"{csv_path.stem}.pred"
     pool = unlabelled_pool(rd, "to rank")
     bundle_path = Path(bundle) if bundle is not None else rd.require(rd.bundle_dir / "bundle.json", "train").parent
-    tta = [t for t in (cfg.predict.tta if cfg else []) if str(t).strip().lower() != "hflip"]
+    tta, _ = split_hflip(cfg.predict.tta if cfg else [])  # the mirror is always a view of its own here
     pred = Predictor.from_bundle(bundle_path, folds=folds, tta=tta,
                                  threads=threads or (cfg.train.threads if cfg else None))
     b = pred.bundle
@@ -104,11 +104,7 @@ def suggest(run: str | Path, n: int = 50, out: str | Path | None = None, bundle:
         mask_path = key_png(pred_dir, s.key)
         rec = _load_cached(cpath, stamp, need_scores=True) if mask_path.is_file() else None
         if rec is None:
-            try:
-                img = read_image(s.image_path)
-            except InputError as exc:
-                failed[s.key] = str(exc)
-                log.warning("suggest: skipped %s", exc)
+            if (img := read_or_skip(s, failed, "suggest")) is None:
                 continue
             views = pred.member_views(img)
             rec = {**uncertainty(views, weights, pred.threshold), "features": image_features(pred, img)}
