@@ -12,7 +12,6 @@ import torch
 import toothseg.train.budget as budget
 import toothseg.train.dataset as dataset
 import toothseg.train.fit as fit
-import toothseg.train.hardware as hardware
 import toothseg.train.phases as phases
 from helpers.fakerun import make_run
 from helpers.probes import Crash, FinalState
@@ -25,7 +24,7 @@ from toothseg.train.dataset import SegDataset
 from toothseg.train.ema import WarmupEMA, warmup_decay
 from toothseg.train.kfold import labelled_items, split_items
 from toothseg.train.fit import fit_model, resolve_precision
-from toothseg.train.hardware import native_bf16_flags, onednn_isa_allows_bf16, resolve_workers, use_channels_last
+from toothseg.train.hardware import onednn_isa_allows_bf16, resolve_workers, use_channels_last
 from toothseg.train.module import lr_factor
 
 
@@ -216,17 +215,14 @@ def test_bf16_only_where_onednn_may_use_it(monkeypatch):
 
 
 def test_bf16_only_on_cpus_with_native_bf16_instructions(monkeypatch):
-    # an AVX-512 core without AVX512-BF16/AMX: oneDNN would emulate bf16, twice as slow as fp32
-    avx512_only = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw avx512vl avx512_vnni\n"
-    assert not native_bf16_flags(avx512_only)
-    assert native_bf16_flags(avx512_only.replace("avx512_vnni", "avx512_vnni avx512_bf16"))
-    assert native_bf16_flags(avx512_only.replace("avx512_vnni", "amx_tile amx_bf16"))
+    # an AVX-512 core without AVX512-BF16/AMX: oneDNN says bf16 is supported but emulates it, twice as slow as fp32
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True, raising=False)
-    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: False)
-    assert resolve_precision("auto", "cpu") == "32-true"
-    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: True)
-    assert resolve_precision("auto", "cpu") == "bf16-mixed"
+    for avx512_bf16, amx, expected in ((False, False, "32-true"), (True, False, "bf16-mixed"),
+                                       (False, True, "bf16-mixed")):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert resolve_precision("auto", "cpu") == expected
 
 
 def test_auto_workers_and_channels_last():
