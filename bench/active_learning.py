@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import random
 import shutil
@@ -234,11 +233,58 @@ def run_seed(args, full: Path, split: dict, seed: int, test_dir: Path, budget: l
             write_run(full, run, labelled, set(picks[arm]), pool - set(picks[arm]))
         train_run(run, args.train_folds, budget, log)
         scores[arm] = score(run, test_dir, args.threads, log)
+    out["cpu"] = cpu_name()
     out["test_dice"] = {k: v["mean_dice"] for k, v in scores.items()}
+    out["per_image"] = {k: v["dice"] for k, v in scores.items()}  # lets later runs pool seeds per image
     out["suggest_vs_random"] = paired(scores["suggest"]["dice"], scores["random"]["dice"], seed)
     out["suggest_vs_base"] = paired(scores["suggest"]["dice"], scores["base"]["dice"], seed)
     out["random_vs_base"] = paired(scores["random"]["dice"], scores["base"]["dice"], seed)
     write_json(work / "result.json", out)
+    return out
+
+
+COMPARABLE = ("preset", "max_time", "set", "n", "strategy", "label_fraction", "test_fraction", "folds",
+              "train_folds")
+
+
+def earlier_seeds(paths: list[Path], args: argparse.Namespace, n_test: int, seeds: list[int]) -> list[dict]:
+    """The seed results of earlier runs of this benchmark (another session's JSON) with the same settings, to pool
+    with this run's seeds; each keeps the CPU it ran on."""
+    out: list[dict] = []
+    for path in paths:
+        if not path.is_file():
+            raise SystemExit(f"{path}: not found; give an active_learning*.json written by this script")
+        old = read_json(path)
+        a = old["args"]
+        differ = [k for k in COMPARABLE if a.get(k) != getattr(args, k)]
+        if Path(a["data"]).name != args.data.name:
+            differ.insert(0, "data")
+        if differ or old["split"]["n_test"] != n_test:
+            what = differ[0] if differ else "test split"
+            raise SystemExit(f"{path}: ran with another {what} ({a.get(what, old['split']['n_test'])!r}); only "
+                             "seeds of the same settings can be pooled")
+        for r in old["seeds"]:
+            if r["seed"] in seeds or r["seed"] in [x["seed"] for x in out]:
+                raise SystemExit(f"{path}: seed {r['seed']} is given twice; drop it from --seeds or --previous")
+            out.append({**r, "cpu": r.get("cpu", old.get("cpu", "unknown")), "from": path.name})
+    return out
+
+
+def summarise(results: list[dict]) -> dict:
+    """suggest - random over seeds (the unit that repeats the whole experiment): mean, t-based 95 % CI and sign
+    count; and per image, averaged over the seeds whose per-image scores are kept, with a bootstrap CI."""
+    from scipy.stats import t
+
+    diffs = np.array([r["suggest_vs_random"]["mean_diff"] for r in results])
+    n = len(diffs)
+    half = float(t.ppf(0.975, n - 1) * diffs.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+    out = {"seeds": n, "mean_diff": float(diffs.mean()), "ci95_over_seeds": [diffs.mean() - half, diffs.mean() + half],
+           "seeds_better": int((diffs > 0).sum())}
+    kept = [r["per_image"] for r in results if "per_image" in r]
+    if kept:
+        keys = sorted(set.intersection(*(set(p["suggest"]) & set(p["random"]) for p in kept)))
+        mean = {arm: {k: float(np.mean([p[arm][k] for p in kept])) for k in keys} for arm in ARMS}
+        out["per_image"] = {"seeds": len(kept), **paired(mean["suggest"], mean["random"])}
     return out
 
 
@@ -250,17 +296,24 @@ def table(res: dict) -> str:
              f"{a['max_time'] or 'preset'} per model, folds {','.join(a['train_folds'])}, "
              f"extra settings {a['set'] or 'none'}. CPU: {res['cpu']}.", "",
              "| seed | labelled | pool | base Dice | + random Dice | + suggest Dice | suggest - random (95% CI) "
-             "| images better / worse | Wilcoxon p |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| images better / worse | Wilcoxon p | CPU |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["seeds"]:
         d, p = r["test_dice"], r["suggest_vs_random"]
         lines.append(f"| {r['seed']} | {r['labelled']} | {r['pool']} | {d['base']:.4f} | {d['random']:.4f} | "
                      f"{d['suggest']:.4f} | {p['mean_diff']:+.4f} [{p['ci95'][0]:+.4f}, {p['ci95'][1]:+.4f}] | "
-                     f"{p['images_better']} / {p['images_worse']} | {p['wilcoxon_p']:.3g} |")
+                     f"{p['images_better']} / {p['images_worse']} | {p['wilcoxon_p']:.3g} | "
+                     f"{r.get('cpu', res['cpu'])}{' (' + r['from'] + ')' if r.get('from') else ''} |")
     s = res["summary"]
-    lines += ["", f"Over {s['seeds']} seed(s): suggest - random = {s['mean_diff']:+.4f} Dice on average; suggest "
-              f"better in {s['seeds_better']} of {s['seeds']} seed(s).", "",
-              f"Command: `python bench/active_learning.py {res['argv']}`", ""]
+    lo, hi = s.get("ci95_over_seeds", [float("nan")] * 2)
+    lines += ["", f"Over {s['seeds']} seed(s): suggest - random = {s['mean_diff']:+.4f} Dice on average, 95% CI over "
+              f"seeds [{lo:+.4f}, {hi:+.4f}] (t); suggest better in {s['seeds_better']} of {s['seeds']} seed(s)."]
+    if "per_image" in s:
+        q = s["per_image"]
+        lines.append(f"Per image, averaged over the {q['seeds']} seed(s) with per-image scores: {q['mean_diff']:+.4f} "
+                     f"[{q['ci95'][0]:+.4f}, {q['ci95'][1]:+.4f}], {q['images_better']} better / "
+                     f"{q['images_worse']} worse, Wilcoxon p {q['wilcoxon_p']:.3g}.")
+    lines += ["", f"Command: `python bench/active_learning.py {res['argv']}`", ""]
     return "\n".join(lines)
 
 
@@ -293,6 +346,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--resume", action="store_true", help="continue an interrupted bench in WORK")
     ap.add_argument("--tag", default="", help="suffix of the bench/ output files")
     ap.add_argument("--out-dir", type=Path, help="results .json/.md (default WORK; bench/ holds curated results)")
+    ap.add_argument("--previous", type=Path, nargs="+", default=[], metavar="JSON", help="results of earlier runs "
+                    "with the same settings (e.g. bench/active_learning-TAG.json): their seeds are pooled with these")
     args = ap.parse_args(argv)
     if args.work.expanduser().resolve().is_relative_to(REPO.resolve()):
         raise SystemExit(f"{args.work}: the work folder holds real data links; put it outside the repository")
@@ -309,14 +364,13 @@ def main(argv: list[str] | None = None) -> dict:
         shutil.rmtree(full, ignore_errors=True)
         toothseg("prepare", args.data, "--out", full, "--preset", args.preset, "--folds", args.folds, *sets, log=log)
     split = carve_test(full, args.work, args.test_fraction, seed=12345)
-    results = [run_seed(args, full, split, s, args.work / "test", budget) for s in seeds]
-    diffs = [r["suggest_vs_random"]["mean_diff"] for r in results]
-    res = {"args": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}},
+    previous = earlier_seeds(args.previous, args, len(split["test"]), seeds)
+    results = previous + [run_seed(args, full, split, s, args.work / "test", budget) for s in seeds]
+    res = {"args": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "previous"},
+                    "seeds": ",".join(str(r["seed"]) for r in results)},
            "argv": " ".join(sys.argv[1:] if argv is None else argv), "cpu": cpu_name(),
            "split": {"n_test": len(split["test"]), "excluded_copies": len(split["excluded_copies_of_test"])},
-           "seeds": results,
-           "summary": {"seeds": len(results), "mean_diff": float(np.mean(diffs)),
-                       "seeds_better": int(sum(d > 0 for d in diffs))}}
+           "seeds": results, "summary": summarise(results)}
     stem = "active_learning" + (f"-{args.tag}" if args.tag else "")
     args.out_dir.mkdir(parents=True, exist_ok=True)
     write_json(args.out_dir / f"{stem}.json", res)

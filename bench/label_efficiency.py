@@ -17,7 +17,8 @@
    averaged over folds, its 95 % bootstrap CI over test images, and each fold's mean difference.
 4. WORK/results.json holds every per-image score, budgets, steps and the machine; --out (default
    WORK/label_efficiency.md) gets the markdown table and, next to it, the Dice-vs-label-fraction plot (.png).
-   --table-only re-makes both from results.json.
+   --table-only re-makes both from results.json; --combine A.json B.json ... --out F.md makes one table and plot
+   from several runs on the same test split (e.g. one fraction each, run in different sessions).
 
 --resume reuses every finished piece and continues unfinished training; without it an existing WORK is refused.
 Real data never leaves WORK (keep it under /tmp): only symlinks and the runs' own outputs are written there.
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import random
 import shutil
@@ -180,11 +180,11 @@ def arm_label(arm: str) -> str:
     return "teacher (labelled only)" if arm == TEACHER else arm
 
 
-def table(res: dict) -> str:
+def table(res: dict, title: str = "# Label efficiency on a held-out test split") -> str:
     s, ts, m = res["settings"], res["test_split"], res["machine"]
     ref = s["reference"]
     lines = [
-        "# Label efficiency on a held-out test split", "",
+        title, "",
         f"Labelled data {', '.join(Path(d).name for d in s['data'])}; unlabelled "
         f"{', '.join(Path(d).name for d in s['unlabelled']) or 'none'} plus the hidden labelled images. Test split: "
         f"{ts['n_images']} images ({s['test_share']:.0%} of the labelled ones, whole duplicate groups, seed "
@@ -253,10 +253,41 @@ def plot(res: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(res: dict, out: Path) -> None:
+def write_report(res: dict, out: Path, text: str | None = None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(table(res))
+    out.write_text(table(res) if text is None else text)
     plot(res, out.with_suffix(".png"))
+
+
+def combine(paths: list[Path]) -> tuple[str, dict]:
+    """One report from the results.json of several runs (each with its own fractions, settings and machine) that
+    scored the same test split: (markdown, the merged results the plot is drawn from)."""
+    runs = []
+    for path in paths:
+        if not path.is_file():
+            raise SystemExit(f"{path}: not found; give the results.json (or a copy) of a finished run")
+        runs.append((path, read_json(path)))
+    first_path, first = runs[0]
+    merged: dict = {"fractions": {}, "test_split": first["test_split"]}
+    origin: dict[str, Path] = {}
+    for path, res in runs:
+        if res["test_split"]["keys"] != first["test_split"]["keys"]:
+            raise SystemExit(f"{path}: scored another test split than {first_path}; only runs on the same split "
+                             "can share a plot")
+        for fkey, fr in res["fractions"].items():
+            if fkey in origin:
+                raise SystemExit(f"{path}: the {float(fkey):.0%} fraction is also in {origin[fkey]}; give each "
+                                 "fraction once")
+            origin[fkey] = path
+            merged["fractions"][fkey] = fr
+    runs.sort(key=lambda r: min(map(float, r[1]["fractions"])))
+    sections = [table(res, "## " + ", ".join(f"{float(f):.0%}" for f in sorted(res["fractions"], key=float)) +
+                      f" labels (`{path.name}`)") for path, res in runs]
+    head = ["# Label efficiency on a held-out test split", "",
+            f"{len(runs)} benchmark runs on the same {first['test_split']['n_images']}-image test split, one section "
+            "each with its own settings and machine. Arms compare within a fraction (one teacher, one machine, one "
+            "budget); across fractions the machines, and so the steps a budget buys, may differ.", ""]
+    return "\n".join(head) + "\n" + "\n".join(sections), merged
 
 
 # -- the benchmark -----------------------------------------------------------------------------------------------
@@ -366,7 +397,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", nargs="+", default=[], help="labelled dataset folder(s); the test split comes from them")
     ap.add_argument("--unlabelled", nargs="*", default=[], help="more dataset folder(s), used as unlabelled only")
-    ap.add_argument("--work", type=Path, required=True, help="work folder (real data: keep it under /tmp)")
+    ap.add_argument("--work", type=Path, help="work folder (real data: keep it under /tmp)")
     ap.add_argument("--fractions", default="0.1,0.25,1.0", help="shares of the non-test labelled images kept")
     ap.add_argument("--folds", default="0,1,2", help="folds trained per arm (paired by fold)")
     ap.add_argument("--teacher-time", type=_hhmmss, default="00:10:00", help="labelled-only teacher, per fold")
@@ -384,7 +415,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                     "label_efficiency.md")
     ap.add_argument("--resume", action="store_true", help="continue WORK: finished pieces are reused")
     ap.add_argument("--table-only", action="store_true", help="re-make the table and plot from WORK/results.json")
+    ap.add_argument("--combine", nargs="+", type=Path, metavar="RESULTS", help="one table and plot (--out) from "
+                    "the results.json of several runs on the same test split, e.g. one per label fraction")
     a = ap.parse_args(argv)
+    if a.combine:
+        if not a.out:
+            ap.error("--combine: give --out, the markdown file to write (the plot goes next to it)")
+        return a
+    if not a.work:
+        ap.error("--work: give the work folder")
     a.out = a.out or a.work / "label_efficiency.md"
     if a.table_only:
         return a
@@ -415,6 +454,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    if args.combine:
+        text, merged = combine(args.combine)
+        write_report(merged, args.out, text)
+        print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+        return 0
     work = args.work
     results_path = work / "results.json"
     if args.table_only:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import importlib.util
 import json
@@ -106,3 +107,46 @@ def test_strategy_option_reaches_the_output(tmp_path: Path, capsys: pytest.Captu
            "split": {"n_test": 4}, "cpu": "x", "seeds": [seed], "argv": "--strategy typical",
            "summary": {"seeds": 1, "mean_diff": 0.01, "seeds_better": 1}}
     assert "`suggest --strategy typical --n 5`" in al.table(res)
+
+
+def _seed(seed: int, diff: float, per_image: dict | None = None) -> dict:
+    r = {"seed": seed, "labelled": 6, "pool": 30, "test_dice": {"base": 0.7, "random": 0.75, "suggest": 0.75 + diff},
+         "suggest_vs_random": {"mean_diff": diff, "ci95": [diff - 0.01, diff + 0.01], "images_better": 3,
+                               "images_worse": 1, "wilcoxon_p": 0.2}}
+    return {**r, "per_image": per_image} if per_image else r
+
+
+def test_seeds_are_summarised_over_seeds_and_per_image() -> None:
+    imgs = {f"k{i}": 0.8 for i in range(10)}
+    up = {k: v + 0.02 for k, v in imgs.items()}
+    results = [_seed(0, 0.01), _seed(1, 0.02, {"random": imgs, "suggest": up, "base": imgs}),
+               _seed(2, 0.03, {"random": imgs, "suggest": {k: v + 0.04 for k, v in imgs.items()}, "base": imgs})]
+    s = al.summarise(results)
+    half = 4.302653 * 0.01 / 3 ** 0.5  # t(0.975, 2 df) x SD / sqrt(n)
+    assert s["seeds"] == 3 and s["mean_diff"] == pytest.approx(0.02) and s["seeds_better"] == 3
+    assert s["ci95_over_seeds"] == pytest.approx([0.02 - half, 0.02 + half], abs=1e-5)
+    assert s["per_image"]["seeds"] == 2 and s["per_image"]["mean_diff"] == pytest.approx(0.03)
+    assert s["per_image"]["images_better"] == 10
+
+
+def test_previous_results_are_pooled_only_with_the_same_settings(tmp_path: Path) -> None:
+    args = argparse.Namespace(data=Path("/x/tufts"), preset="cpu", max_time="00:30:00", set=["train.max_steps=200"],
+                              n=50, strategy="typical", label_fraction=0.1, test_fraction=0.2, folds=5,
+                              train_folds=["0"])
+    old = {"args": {**{k: v for k, v in vars(args).items()}, "data": "/elsewhere/tufts"}, "cpu": "Old CPU",
+           "split": {"n_test": 149}, "seeds": [_seed(0, 0.01), _seed(1, -0.01)]}
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    got = al.earlier_seeds([path], args, 149, [2, 3])
+    assert [r["seed"] for r in got] == [0, 1] and {r["cpu"] for r in got} == {"Old CPU"}
+    assert {r["from"] for r in got} == {"old.json"}
+    with pytest.raises(SystemExit, match="seed 1 is given twice"):
+        al.earlier_seeds([path], args, 149, [1, 2])
+    with pytest.raises(SystemExit, match="another test split"):
+        al.earlier_seeds([path], args, 150, [2])
+    with pytest.raises(SystemExit, match="another strategy"):
+        al.earlier_seeds([path], argparse.Namespace(**{**vars(args), "strategy": "uncertain"}), 149, [2])
+    with pytest.raises(SystemExit, match="another data"):
+        al.earlier_seeds([path], argparse.Namespace(**{**vars(args), "data": Path("/x/ufba425")}), 149, [2])
+    with pytest.raises(SystemExit, match="missing.json: not found"):
+        al.earlier_seeds([tmp_path / "missing.json"], args, 149, [2])

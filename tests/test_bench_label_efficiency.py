@@ -200,6 +200,38 @@ def test_table_only_remakes_table_and_plot_from_results(tmp_path: Path) -> None:
         le.main(["--work", str(tmp_path / "none"), "--table-only"])
 
 
+def test_combine_makes_one_table_and_plot_from_runs_on_the_same_test_split(tmp_path: Path, capsys) -> None:
+    full = _results()
+    runs = []
+    for n, fkey in enumerate(("1", "0.1")):  # one fraction per run, given out of order
+        res = json.loads(json.dumps(full))
+        res["fractions"] = {fkey: full["fractions"][fkey]}
+        res["test_split"]["keys"] = ["t/0", "t/1"]
+        res["machine"]["cpu"] = f"CPU {n}"
+        runs.append(tmp_path / f"r{n}.json")
+        runs[-1].write_text(json.dumps(res))
+    out = tmp_path / "out" / "all.md"
+    assert le.main(["--combine", *map(str, runs), "--out", str(out)]) == 0
+    md = out.read_text()
+    assert md.index("## 10% labels (`r1.json`)") < md.index("## 100% labels (`r0.json`)")
+    assert "CPU 0" in md and "CPU 1" in md
+    assert "| 10% (10) | mix | 0.7650 |" in md and "| 100% (100) | labelled-continue | 0.7250 |" in md
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    other = json.loads(runs[0].read_text())
+    other["test_split"]["keys"] = ["t/0", "t/2"]
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="other.json: scored another test split than"):
+        le.main(["--combine", str(runs[1]), str(tmp_path / "other.json"), "--out", str(out)])
+    with pytest.raises(SystemExit, match="the 100% fraction is also in"):
+        le.main(["--combine", str(runs[0]), str(runs[0]), "--out", str(out)])
+    with pytest.raises(SystemExit, match="missing.json: not found"):
+        le.main(["--combine", str(tmp_path / "missing.json"), "--out", str(out)])
+    with pytest.raises(SystemExit):
+        le.main(["--combine", str(runs[0])])
+    assert "--combine: give --out" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------------------ end to end (tiny preset)
 @pytest.mark.slow
 def test_benchmark_end_to_end_on_tiny_synthetic_data(tmp_path: Path) -> None:
