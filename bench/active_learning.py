@@ -278,13 +278,14 @@ def summarise(results: list[dict]) -> dict:
     diffs = np.array([r["suggest_vs_random"]["mean_diff"] for r in results])
     n = len(diffs)
     half = float(t.ppf(0.975, n - 1) * diffs.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-    out = {"seeds": n, "mean_diff": float(diffs.mean()), "ci95_over_seeds": [diffs.mean() - half, diffs.mean() + half],
+    mean = float(diffs.mean())
+    out = {"seeds": n, "mean_diff": mean, "ci95_over_seeds": [mean - half, mean + half],
            "seeds_better": int((diffs > 0).sum())}
     kept = [r["per_image"] for r in results if "per_image" in r]
     if kept:
         keys = sorted(set.intersection(*(set(p["suggest"]) & set(p["random"]) for p in kept)))
-        mean = {arm: {k: float(np.mean([p[arm][k] for p in kept])) for k in keys} for arm in ARMS}
-        out["per_image"] = {"seeds": len(kept), **paired(mean["suggest"], mean["random"])}
+        avg = {arm: {k: float(np.mean([p[arm][k] for p in kept])) for k in keys} for arm in ARMS}
+        out["per_image"] = {"seeds": len(kept), **paired(avg["suggest"], avg["random"])}
     return out
 
 

@@ -172,3 +172,15 @@ def test_cli_report(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["report", str(run), "--worst", "2"])
     assert res.exit_code == 0, res.output
     assert "report.html" in res.output and (run / "reports" / "report.html").is_file()
+
+
+def test_report_says_why_a_consistency_run_has_no_pseudo_labels(tmp_path: Path) -> None:
+    from toothseg.config import build_config
+    from toothseg.run.folder import open_run
+
+    run = make_run(tmp_path, train=False, evaluation=False)
+    assert "toothseg pseudo-label" in report(run).read_text() and "online" not in report(run).read_text()
+    open_run(run).save_config(build_config("tiny", overrides=["pseudo.schedule=consistency"]))
+    page = report(run).read_text()
+    assert "<code>consistency</code>, learns from the unlabelled images online" in page
+    assert "pseudo/scores.csv not found" not in page

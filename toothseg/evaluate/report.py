@@ -234,6 +234,10 @@ def _section_pseudo(run: RunDir) -> str:
     labels = run.pseudo_labels()
     rows = labels.read_scores() if labels.scores_csv.is_file() else []
     if not rows:
+        if run.config.is_file() and run.load_config().pseudo.schedule == "consistency":
+            return ("<p>This run's schedule, <code>consistency</code>, learns from the unlabelled images online (an "
+                    "EMA teacher's confident pixels), so it writes no offline pseudo-labels; "
+                    f"<code>{_esc(f'toothseg pseudo-label {run.root}')}</code> scores them if you want them.</p>")
         return _skipped("pseudo/scores.csv", f"toothseg pseudo-label {run.root}")
     selected = [r.selected for r in rows]
     numeric = [c for c in rows[0].scores if all(math.isfinite(r.scores.get(c, math.nan)) for r in rows[:20])]
