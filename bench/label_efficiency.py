@@ -227,22 +227,27 @@ def plot(res: dict, path: Path) -> None:
 
     fracs = sorted(res["fractions"], key=float)
     arms = list(dict.fromkeys(a for f in fracs for a in res["fractions"][f]["arms"]))
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6.5, 4.3))
     for arm in arms:
-        xs, ys, es = [], [], []
+        ys, es = [], []  # NaN where a fraction lacks the arm: the line breaks instead of bridging the gap
         for f in fracs:
             a = res["fractions"][f]["arms"].get(arm)
-            if a is None:
-                continue
-            fold_means = [np.mean([r["dice"] for r in fd["scores"]]) for fd in a["folds"].values()]
-            xs.append(float(f))
-            ys.append(a["mean"]["dice"])
-            es.append(float(np.std(fold_means)))
-        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=arm_label(arm))
+            fold_means = [np.mean([r["dice"] for r in fd["scores"]]) for fd in a["folds"].values()] if a else []
+            ys.append(a["mean"]["dice"] if a else np.nan)
+            es.append(float(np.std(fold_means)) if a else np.nan)
+        ax.errorbar([float(f) for f in fracs], ys, yerr=es, marker="o", capsize=3, label=arm_label(arm))
+
+    def steps(fr: dict) -> str:  # the compute each fraction got (teacher + control): machines differ between runs
+        out = []
+        for arm in (TEACHER, fr["reference"] if "reference" in fr else res["settings"]["reference"]):
+            a = fr["arms"].get(arm)
+            out.append(f"{np.mean([f['steps'] for f in a['folds'].values()]):.0f}" if a else "?")
+        return "+".join(out)
+
     ax.set_xscale("log")
-    ax.set_xticks([float(f) for f in fracs], [f"{float(f):.0%}" for f in fracs])
+    ax.set_xticks([float(f) for f in fracs], [f"{float(f):.0%}\n{steps(res['fractions'][f])} steps" for f in fracs])
     ax.minorticks_off()
-    ax.set_xlabel("labelled images kept")
+    ax.set_xlabel("labelled images kept (teacher + control steps per fold)")
     ax.set_ylabel("test Dice (mean over folds)")
     ax.set_title(f"Label efficiency, {res['test_split']['n_images']} held-out test images")
     ax.grid(alpha=0.3)
@@ -279,7 +284,7 @@ def combine(paths: list[Path]) -> tuple[str, dict]:
                 raise SystemExit(f"{path}: the {float(fkey):.0%} fraction is also in {origin[fkey]}; give each "
                                  "fraction once")
             origin[fkey] = path
-            merged["fractions"][fkey] = fr
+            merged["fractions"][fkey] = {"reference": res["settings"]["reference"], **fr}
     runs.sort(key=lambda r: min(map(float, r[1]["fractions"])))
     sections = [table(res, "## " + ", ".join(f"{float(f):.0%}" for f in sorted(res["fractions"], key=float)) +
                       f" labels (`{path.name}`)") for path, res in runs]
