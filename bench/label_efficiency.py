@@ -239,7 +239,7 @@ def plot(res: dict, path: Path) -> None:
 
     def steps(fr: dict) -> str:  # the compute each fraction got (teacher + control): machines differ between runs
         out = []
-        for arm in (TEACHER, fr["reference"] if "reference" in fr else res["settings"]["reference"]):
+        for arm in (TEACHER, fr["reference"]):
             a = fr["arms"].get(arm)
             out.append(f"{np.mean([f['steps'] for f in a['folds'].values()]):.0f}" if a else "?")
         return "+".join(out)
@@ -284,7 +284,7 @@ def combine(paths: list[Path]) -> tuple[str, dict]:
                 raise SystemExit(f"{path}: the {float(fkey):.0%} fraction is also in {origin[fkey]}; give each "
                                  "fraction once")
             origin[fkey] = path
-            merged["fractions"][fkey] = {"reference": res["settings"]["reference"], **fr}
+            merged["fractions"][fkey] = fr
     runs.sort(key=lambda r: min(map(float, r[1]["fractions"])))
     sections = [table(res, "## " + ", ".join(f"{float(f):.0%}" for f in sorted(res["fractions"], key=float)) +
                       f" labels (`{path.name}`)") for path, res in runs]

@@ -176,7 +176,8 @@ def _results() -> dict:
         ref = {k: v["scores"] for k, v in arms["labelled-continue"]["folds"].items()}
         vs = {a: {m: le.paired_difference({k: v["scores"] for k, v in arms[a]["folds"].items()}, ref, m, 200)
                   for m in le.METRICS} for a in ("teacher", "mix")}
-        fractions[f] = {"n_labelled": 10 if f == "0.1" else 100, "arms": arms, "vs_reference": vs}
+        fractions[f] = {"n_labelled": 10 if f == "0.1" else 100, "reference": "labelled-continue", "arms": arms,
+                        "vs_reference": vs}
     return {"fractions": fractions, "test_split": {"n_images": 5},
             "settings": {"data": ["/d/tufts"], "unlabelled": ["/d/pool"], "test_share": 0.2, "seed": 0,
                          "preset": "tiny", "set": [], "folds": [0, 1], "teacher_time": "00:10:00",
