@@ -113,3 +113,37 @@ def test_missing_pretrained_weights_fail_clearly_without_download(trained, monke
     with pytest.raises(ConfigError, match="no cached weights"):
         train(run, fold=1, overrides=["model.weights=cache"])
     assert not (run / "train" / TAG / "fold1" / "best.ckpt").exists()
+
+
+def test_init_from_starts_each_fold_from_the_earlier_runs_fold(trained, tmp_path):
+    run, _ = trained
+    new = tmp_path / "new"
+    for name in ("config.yaml", "samples.csv", "folds.json"):
+        (new / name).parent.mkdir(parents=True, exist_ok=True)
+        (new / name).write_bytes((run / name).read_bytes())
+    with pytest.raises(ToothsegError, match="no fold 1 model of .*train fold 1 of that run"):
+        train(new, fold=1, init_from=run)
+    with pytest.raises(ToothsegError, match="names the run being trained"):
+        train(run, fold=0, init_from=run)
+    start = run / "train" / TAG / "fold0" / "best.ckpt"
+    train(new, fold=0, init_from=run)
+    stage = json.loads((new / "train" / TAG / "fold0" / "stage.json").read_text())
+    assert stage["init"] == str(start)
+    log = new / "toothseg.log"
+    assert "optimistic" not in log.read_text()  # same folds: the start never saw this fold's validation images
+    # new folds (as after `prepare` with reviewed images added): the overlap is named, training goes on
+    folds = json.loads((new / "folds.json").read_text())
+    folds["0"], folds["1"] = folds["1"], folds["0"]
+    (new / "folds.json").write_text(json.dumps(folds))
+    train(new, fold=0, init_from=run, overwrite=True)
+    n = len(folds["0"]["val"])
+    assert f"which trained on {n} of this fold's {n} validation images: its validation and OOF scores are " \
+        "optimistic" in log.read_text()
+    assert json.loads((new / "train" / TAG / "fold0" / "stage.json").read_text())["init"] == str(start)
+
+
+def test_init_from_cli_option_reaches_training(trained, tmp_path):
+    run, _ = trained
+    res = CliRunner().invoke(app, ["train", str(run), "--fold", "0", "--init-from", str(tmp_path / "missing")])
+    assert res.exit_code != 0 and isinstance(res.exception, ToothsegError)
+    assert str(res.exception).startswith(f"{tmp_path / 'missing'}: --init-from: no such run folder")

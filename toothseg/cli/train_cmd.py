@@ -1,4 +1,4 @@
-"""`toothseg train RUN [--fold K|all] [--preset NAME] [--max-time HH:MM:SS] [--resume]`."""
+"""`toothseg train RUN [--fold K|all] [--preset NAME] [--max-time HH:MM:SS] [--resume] [--init-from RUN]`."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ def register(app: typer.Typer) -> None:
         resume: bool = typer.Option(False, "--resume", help="continue interrupted folds from their last.ckpt; "
                                     "finished ones are kept"),
         overwrite: bool = typer.Option(False, "--overwrite", help="delete existing checkpoints and start again"),
+        init_from: Path | None = typer.Option(None, "--init-from", help="an earlier run: each fold starts from its "
+                                              "fold of the same model and scale (fine-tune, e.g. after review)"),
         devices: str | None = typer.Option(None, "--devices", help="devices per node (e.g. 2 or 'auto')"),
         strategy: str | None = typer.Option(None, "--strategy", help="Lightning strategy, e.g. ddp"),
         num_nodes: int | None = typer.Option(None, "--num-nodes", help="nodes for multi-node DDP"),
@@ -35,7 +37,7 @@ def register(app: typer.Typer) -> None:
             if val is not None:
                 sets.append(f"train.{key}={val}")
         out = train(run, fold=fold, preset=preset, max_time=max_time, resume=resume, overrides=sets,
-                    overwrite=overwrite)
+                    overwrite=overwrite, init_from=init_from)
         for tag, info in out.get("models", {}).items():
             typer.echo(f"{tag}: folds {info['folds']}  CV Dice {info['cv_dice']:.4f}  IoU {info['cv_iou']:.4f}  "
                        f"HD95 {info['cv_hd95']:.1f} px  ({run / 'train' / tag})")

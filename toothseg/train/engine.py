@@ -17,6 +17,7 @@ from pathlib import Path
 from toothseg.atomic import atomic_copy
 from toothseg.config import Config, ModelConfig, build_config, save_config
 from toothseg.durations import format_hhmmss, parse_hhmmss
+from toothseg.errors import InputError
 from toothseg.folds_arg import parse_folds
 from toothseg.models.pretrained import weights_file
 from toothseg.run.family import Family, FoldDir
@@ -90,14 +91,35 @@ def _hard_mining(cfg: Config, fam: Family, folds: Folds, items: dict[str, TrainI
     return report
 
 
+def start_weights(init_run: RunDir, tag: str, k: int, val_keys: list[str]) -> Path:
+    """The checkpoint fold ``k`` of family ``tag`` starts from with ``--init-from``: the same family's fold ``k`` in
+    ``init_run``. Warns when that model trained on images this fold validates on (its val/OOF Dice is then
+    optimistic; scores on a held-out folder are not)."""
+    ckpt = init_run.family(tag).fold(k).best_ckpt
+    if not ckpt.is_file():
+        raise InputError(ckpt, f"--init-from {init_run.root}: no fold {k} model of {tag} to start from",
+                         f"train fold {k} of that run with the same model and scale, or train without --init-from")
+    try:
+        seen = set(init_run.read_folds().get(k, {}).get("train", [])) & set(val_keys)
+    except (InputError, OSError):  # no readable folds.json: what it trained on is unknown
+        seen = None
+    if seen is None or seen:
+        log.warning("[%s] fold %d starts from %s, which trained on %s of this fold's %d validation images: its "
+                    "validation and OOF scores are optimistic (scores on a held-out folder are not)", tag, k, ckpt,
+                    "an unknown number" if seen is None else len(seen), len(val_keys))
+    return ckpt
+
+
 def train_tag(cfg: Config, rd: RunDir, mcfg: ModelConfig, scale: tuple[int, int], fold_ids: list[int],
-              folds: Folds, items: dict[str, TrainItem], resume: bool, overwrite: bool) -> dict:
+              folds: Folds, items: dict[str, TrainItem], resume: bool, overwrite: bool,
+              init_run: RunDir | None = None) -> dict:
     fam = rd.family(model_tag(mcfg, scale))
     for k in fold_ids:
         train, val = split_items(items, folds[k], rd.folds)
         log.info("[%s] fold %d: %d train / %d val images", fam.tag, k, len(train), len(val))
+        warm = start_weights(init_run, fam.tag, k, folds[k]["val"]) if init_run is not None else None
         train_fold(cfg, SUPERVISED, FoldData(train, val), fam.fold(k), folds[k], resume=resume, overwrite=overwrite,
-                   model_cfg=mcfg, scale=scale)
+                   model_cfg=mcfg, scale=scale, warm=warm)
     if not is_main_process():
         return {}
     info = write_model_json(fam, mcfg, scale, cfg.train.resize)
@@ -109,9 +131,20 @@ def train_tag(cfg: Config, rd: RunDir, mcfg: ModelConfig, scale: tuple[int, int]
 
 
 def train(run: str | Path, fold: int | str = "all", preset: str | None = None, max_time: str | None = None,
-          resume: bool = False, overrides: list[str] | None = None, overwrite: bool = False) -> dict:
-    """Train RUN's folds for every model and scale; returns ``{"run", "models": {tag: model.json}}``."""
+          resume: bool = False, overrides: list[str] | None = None, overwrite: bool = False,
+          init_from: str | Path | None = None) -> dict:
+    """Train RUN's folds for every model and scale; returns ``{"run", "models": {tag: model.json}}``.
+
+    ``init_from``: an earlier run whose fold k of the same model and scale each fold k starts from (fine-tuning it
+    on this run's labels, e.g. after `toothseg review` added some), instead of ``model.weights``.
+    """
     rd = open_run(run)
+    if init_from is not None and not Path(init_from).expanduser().is_dir():
+        raise InputError(init_from, "--init-from: no such run folder", "name a run trained earlier with the same "
+                         "model and scale")
+    init_run = open_run(init_from) if init_from is not None else None
+    if init_run is not None and init_run.root.resolve() == rd.root.resolve():
+        raise InputError(init_run.root, "--init-from names the run being trained", "name the earlier run folder")
     setup_logging(rd)
     cfg = resolve_config(rd, preset, overrides, max_time)
     folds = rd.read_folds()
@@ -132,7 +165,7 @@ def train(run: str | Path, fold: int | str = "all", preset: str | None = None, m
         save_config(cfg, rd.config)
     out: dict = {"run": str(rd.root), "models": {}}
     for mcfg, scale in tags:
-        info = train_tag(cfg, rd, mcfg, scale, fold_ids, folds, items, resume, overwrite)
+        info = train_tag(cfg, rd, mcfg, scale, fold_ids, folds, items, resume, overwrite, init_run)
         if info:
             out["models"][info["tag"]] = info
     if is_main_process():
