@@ -12,9 +12,14 @@
    uncertain); the control picks N at random from the same candidates (seeded). Their real masks stand in for the
    human.
 5. Each arm (``suggest``, ``random``) is the base run plus its N picks in the training set of every fold: same
-   folds, same validation images, same config, seed, initial weights and budget; retrained from scratch.
+   folds, same validation images, same config, seed and budget. ``--retrain scratch`` (the default) trains each
+   arm from the same initial weights; ``--retrain warm`` fine-tunes each arm's fold k from the base's fold k, as a
+   user would after labelling (`toothseg train --init-from`), so the arms share their first stretch of training and
+   differ less by chance.
 6. `toothseg predict` + `toothseg evaluate` score base and both arms on TEST; the comparison is paired per image
-   and per seed (mean Dice difference, bootstrap CI, Wilcoxon signed-rank test).
+   and per seed (mean Dice difference, bootstrap CI, Wilcoxon signed-rank test). It is also given over the test
+   images with teeth alone, with the edentulous ones (empty masks) counted apart: on those Dice is 0 or 1, so a
+   handful of them decide a 149-image mean by whole points either way.
 
 Writes bench/active_learning[-TAG].md and .json. Real data never leaves WORK (put it under /tmp); WORK must be new
 unless ``--resume`` (which continues every step where it stopped, including interrupted training).
@@ -148,13 +153,16 @@ def write_run(full: Path, out: Path, labelled: set[str], extra_train: set[str], 
 
 
 # ------------------------------------------------------------------------------------------------ stages
-def train_run(run: Path, folds: list[str], budget: list[str], log: Path) -> None:
+def train_run(run: Path, folds: list[str], budget: list[str], log: Path, init_from: Path | None = None) -> None:
+    """Train ``folds`` of ``run`` (finished ones kept, interrupted ones resumed); with ``init_from`` (the base run)
+    each fold starts from that run's fold (`toothseg train --init-from`)."""
     for k in folds:
         fd_done = any((run / "train").glob(f"*/fold{k}/oof.csv")) if (run / "train").is_dir() else False
         if fd_done and (run / "bundle" / "bundle.json").is_file():
             continue
         resume = any((run / "train").glob(f"*/fold{k}/*.ckpt")) if (run / "train").is_dir() else False
-        toothseg("train", run, "--fold", k, *budget, *(["--resume"] if resume else []), log=log)
+        warm = ["--init-from", init_from] if init_from is not None else []
+        toothseg("train", run, "--fold", k, *budget, *warm, *(["--resume"] if resume else []), log=log)
 
 
 def score(run: Path, test: Path, threads: int, log: Path) -> dict:
@@ -164,8 +172,11 @@ def score(run: Path, test: Path, threads: int, log: Path) -> dict:
                  log=log)
         toothseg("evaluate", pred / "masks", test, "--out", ev, "--overwrite", log=log)
     with (ev / "metrics.csv").open(newline="") as f:
-        dice = {r["image_id"]: float(r["dice"]) for r in csv.DictReader(f) if r.get("status", "ok") == "ok"}
-    return {"mean_dice": float(np.mean(list(dice.values()))), "dice": dice}
+        rows = [r for r in csv.DictReader(f) if r.get("status", "ok") == "ok"]
+    dice = {r["image_id"]: float(r["dice"]) for r in rows}
+    return {"mean_dice": float(np.mean(list(dice.values()))), "dice": dice,
+            "empty_gt": sorted(r["image_id"] for r in rows if int(r["gt_px"]) == 0),
+            "empty_pred": sorted(r["image_id"] for r in rows if int(r["pred_px"]) == 0)}
 
 
 def paired(a: dict[str, float], b: dict[str, float], seed: int = 0) -> dict:
@@ -228,23 +239,29 @@ def run_seed(args, full: Path, split: dict, seed: int, test_dir: Path, budget: l
            "overlap": len(set(picks["suggest"]) & set(picks["random"]))}
     scores = {"base": score(base, test_dir, args.threads, log)}
     for arm in ARMS:
-        run = work / arm
+        run = work / (arm if args.retrain == "scratch" else f"{arm}-{args.retrain}")
         if not (run / "samples.csv").is_file():
             write_run(full, run, labelled, set(picks[arm]), pool - set(picks[arm]))
-        train_run(run, args.train_folds, budget, log)
+        train_run(run, args.train_folds, budget, log, init_from=base if args.retrain == "warm" else None)
         scores[arm] = score(run, test_dir, args.threads, log)
     out["cpu"] = cpu_name()
     out["test_dice"] = {k: v["mean_dice"] for k, v in scores.items()}
     out["per_image"] = {k: v["dice"] for k, v in scores.items()}  # lets later runs pool seeds per image
     out["suggest_vs_random"] = paired(scores["suggest"]["dice"], scores["random"]["dice"], seed)
+    empty = set(scores["base"]["empty_gt"])
+    out["empty_gt"] = sorted(empty)
+    out["empty_right"] = {k: len(empty & set(v["empty_pred"])) for k, v in scores.items()}
+    teeth = {arm: {k: v for k, v in scores[arm]["dice"].items() if k not in empty} for arm in ("suggest", "random")}
+    out["suggest_vs_random_teeth"] = paired(teeth["suggest"], teeth["random"], seed)
     out["suggest_vs_base"] = paired(scores["suggest"]["dice"], scores["base"]["dice"], seed)
     out["random_vs_base"] = paired(scores["random"]["dice"], scores["base"]["dice"], seed)
-    write_json(work / "result.json", out)
+    write_json(work / ("result.json" if args.retrain == "scratch" else f"result-{args.retrain}.json"), out)
     return out
 
 
 COMPARABLE = ("preset", "max_time", "set", "n", "strategy", "label_fraction", "test_fraction", "folds",
-              "train_folds")
+              "train_folds", "retrain")
+DEFAULTS = {"retrain": "scratch"}  # settings older results were run with before they were options
 
 
 def earlier_seeds(paths: list[Path], args: argparse.Namespace, n_test: int, seeds: list[int]) -> list[dict]:
@@ -256,12 +273,13 @@ def earlier_seeds(paths: list[Path], args: argparse.Namespace, n_test: int, seed
             raise SystemExit(f"{path}: not found; give an active_learning*.json written by this script")
         old = read_json(path)
         a = old["args"]
-        differ = [k for k in COMPARABLE if a.get(k) != getattr(args, k)]
+        differ = [k for k in COMPARABLE if a.get(k, DEFAULTS.get(k)) != getattr(args, k)]
         if Path(a["data"]).name != args.data.name:
             differ.insert(0, "data")
         if differ or old["split"]["n_test"] != n_test:
             what = differ[0] if differ else "test split"
-            raise SystemExit(f"{path}: ran with another {what} ({a.get(what, old['split']['n_test'])!r}); only "
+            was = a.get(what, DEFAULTS.get(what)) if differ else old["split"]["n_test"]
+            raise SystemExit(f"{path}: ran with another {what} ({was!r}); only "
                              "seeds of the same settings can be pooled")
         for r in old["seeds"]:
             if r["seed"] in seeds or r["seed"] in [x["seed"] for x in out]:
@@ -270,22 +288,39 @@ def earlier_seeds(paths: list[Path], args: argparse.Namespace, n_test: int, seed
     return out
 
 
-def summarise(results: list[dict]) -> dict:
-    """suggest - random over seeds (the unit that repeats the whole experiment): mean, t-based 95 % CI and sign
-    count; and per image, averaged over the seeds whose per-image scores are kept, with a bootstrap CI."""
+def over_seeds(diffs: list[float]) -> dict:
+    """Mean of per-seed differences, t-based 95 % CI over seeds (the unit that repeats the whole experiment) and
+    the number of seeds where it is positive."""
     from scipy.stats import t
 
-    diffs = np.array([r["suggest_vs_random"]["mean_diff"] for r in results])
-    n = len(diffs)
-    half = float(t.ppf(0.975, n - 1) * diffs.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-    mean = float(diffs.mean())
-    out = {"seeds": n, "mean_diff": mean, "ci95_over_seeds": [mean - half, mean + half],
-           "seeds_better": int((diffs > 0).sum())}
-    kept = [r["per_image"] for r in results if "per_image" in r]
+    d = np.asarray(diffs, dtype=np.float64)
+    n = len(d)
+    half = float(t.ppf(0.975, n - 1) * d.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+    mean = float(d.mean())
+    return {"seeds": n, "mean_diff": mean, "ci95_over_seeds": [mean - half, mean + half],
+            "seeds_better": int((d > 0).sum())}
+
+
+def summarise(results: list[dict]) -> dict:
+    """suggest - random over seeds, over all test images and over those with teeth (for the seeds that record
+    which are edentulous); and per image, averaged over the seeds whose per-image scores are kept."""
+    out = over_seeds([r["suggest_vs_random"]["mean_diff"] for r in results])
+    known = [r for r in results if "suggest_vs_random_teeth" in r]
+    if known:
+        out["teeth"] = {**over_seeds([r["suggest_vs_random_teeth"]["mean_diff"] for r in known]),
+                        "edentulous": len(known[0]["empty_gt"]),
+                        "edentulous_right": {arm: sum(r["empty_right"][arm] for r in known)
+                                             for arm in ("base", *ARMS)}}
+    kept = [r for r in results if "per_image" in r]
     if kept:
-        keys = sorted(set.intersection(*(set(p["suggest"]) & set(p["random"]) for p in kept)))
-        avg = {arm: {k: float(np.mean([p[arm][k] for p in kept])) for k in keys} for arm in ARMS}
+        keys = sorted(set.intersection(*(set(r["per_image"]["suggest"]) & set(r["per_image"]["random"])
+                                         for r in kept)))
+        avg = {arm: {k: float(np.mean([r["per_image"][arm][k] for r in kept])) for k in keys} for arm in ARMS}
         out["per_image"] = {"seeds": len(kept), **paired(avg["suggest"], avg["random"])}
+        if all("empty_gt" in r for r in kept):
+            empty = set().union(*(r["empty_gt"] for r in kept))
+            out["per_image_teeth"] = {"seeds": len(kept), **paired(*({k: v for k, v in avg[arm].items()
+                                                                       if k not in empty} for arm in ARMS))}
     return out
 
 
@@ -295,25 +330,39 @@ def table(res: dict) -> str:
              f"Data {a['data']}, {res['split']['n_test']} held-out test images (whole duplicate groups), "
              f"{a['label_fraction']:.0%} of the rest labelled; preset `{a['preset']}`, max time "
              f"{a['max_time'] or 'preset'} per model, folds {','.join(a['train_folds'])}, "
-             f"extra settings {a['set'] or 'none'}. CPU: {res['cpu']}.", "",
+             f"extra settings {a['set'] or 'none'}; arms retrained "
+             f"{'from the base model' if a.get('retrain') == 'warm' else 'from scratch'}. CPU: {res['cpu']}.", "",
              "| seed | labelled | pool | base Dice | + random Dice | + suggest Dice | suggest - random (95% CI) "
-             "| images better / worse | Wilcoxon p | CPU |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| images better / worse | Wilcoxon p | suggest - random, images with teeth (95% CI) "
+             "| edentulous right: base / random / suggest | CPU |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["seeds"]:
         d, p = r["test_dice"], r["suggest_vs_random"]
+        q, e = r.get("suggest_vs_random_teeth"), r.get("empty_right")
+        teeth = f"{q['mean_diff']:+.4f} [{q['ci95'][0]:+.4f}, {q['ci95'][1]:+.4f}]" if q else "not recorded"
+        right = f"{e['base']} / {e['random']} / {e['suggest']} of {len(r['empty_gt'])}" if e else "not recorded"
         lines.append(f"| {r['seed']} | {r['labelled']} | {r['pool']} | {d['base']:.4f} | {d['random']:.4f} | "
                      f"{d['suggest']:.4f} | {p['mean_diff']:+.4f} [{p['ci95'][0]:+.4f}, {p['ci95'][1]:+.4f}] | "
-                     f"{p['images_better']} / {p['images_worse']} | {p['wilcoxon_p']:.3g} | "
+                     f"{p['images_better']} / {p['images_worse']} | {p['wilcoxon_p']:.3g} | {teeth} | {right} | "
                      f"{r.get('cpu', res['cpu'])}{' (' + r['from'] + ')' if r.get('from') else ''} |")
     s = res["summary"]
     lo, hi = s.get("ci95_over_seeds", [float("nan")] * 2)
     lines += ["", f"Over {s['seeds']} seed(s): suggest - random = {s['mean_diff']:+.4f} Dice on average, 95% CI over "
               f"seeds [{lo:+.4f}, {hi:+.4f}] (t); suggest better in {s['seeds_better']} of {s['seeds']} seed(s)."]
-    if "per_image" in s:
-        q = s["per_image"]
-        lines.append(f"Per image, averaged over the {q['seeds']} seed(s) with per-image scores: {q['mean_diff']:+.4f} "
-                     f"[{q['ci95'][0]:+.4f}, {q['ci95'][1]:+.4f}], {q['images_better']} better / "
-                     f"{q['images_worse']} worse, Wilcoxon p {q['wilcoxon_p']:.3g}.")
+    if "teeth" in s:
+        q = s["teeth"]
+        er = q["edentulous_right"]
+        lines.append(f"Images with teeth, over the {q['seeds']} seed(s) that record them: {q['mean_diff']:+.4f}, "
+                     f"95% CI over seeds [{q['ci95_over_seeds'][0]:+.4f}, {q['ci95_over_seeds'][1]:+.4f}]; suggest "
+                     f"better in {q['seeds_better']} of {q['seeds']}. Edentulous test images ({q['edentulous']}) "
+                     f"predicted empty, summed over those seeds: base {er['base']}, random {er['random']}, "
+                     f"suggest {er['suggest']} of {q['edentulous'] * q['seeds']}.")
+    for key, what in (("per_image", ""), ("per_image_teeth", " (images with teeth)")):
+        if key in s:
+            q = s[key]
+            lines.append(f"Per image{what}, averaged over the {q['seeds']} seed(s) with per-image scores: "
+                         f"{q['mean_diff']:+.4f} [{q['ci95'][0]:+.4f}, {q['ci95'][1]:+.4f}], {q['images_better']} "
+                         f"better / {q['images_worse']} worse, Wilcoxon p {q['wilcoxon_p']:.3g}.")
     lines += ["", f"Command: `python bench/active_learning.py {res['argv']}`", ""]
     return "\n".join(lines)
 
@@ -343,6 +392,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--test-fraction", type=float, default=0.20)
     ap.add_argument("--folds", type=int, default=5, help="CV folds of the curation")
     ap.add_argument("--train-folds", default="0", help="folds trained per run: 0, 0,1 or all")
+    ap.add_argument("--retrain", choices=("scratch", "warm"), default="scratch", help="arms train from the same "
+                    "initial weights (scratch) or fine-tune the base model's folds (warm)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for training and inference")
     ap.add_argument("--resume", action="store_true", help="continue an interrupted bench in WORK")
     ap.add_argument("--tag", default="", help="suffix of the bench/ output files")

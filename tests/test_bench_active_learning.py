@@ -132,8 +132,9 @@ def test_seeds_are_summarised_over_seeds_and_per_image() -> None:
 def test_previous_results_are_pooled_only_with_the_same_settings(tmp_path: Path) -> None:
     args = argparse.Namespace(data=Path("/x/tufts"), preset="cpu", max_time="00:30:00", set=["train.max_steps=200"],
                               n=50, strategy="typical", label_fraction=0.1, test_fraction=0.2, folds=5,
-                              train_folds=["0"])
-    old = {"args": {**{k: v for k, v in vars(args).items()}, "data": "/elsewhere/tufts"}, "cpu": "Old CPU",
+                              train_folds=["0"], retrain="scratch")
+    old = {"args": {**{k: v for k, v in vars(args).items() if k != "retrain"}, "data": "/elsewhere/tufts"},
+           "cpu": "Old CPU",
            "split": {"n_test": 149}, "seeds": [_seed(0, 0.01), _seed(1, -0.01)]}
     path = tmp_path / "old.json"
     path.write_text(json.dumps(old))
@@ -150,3 +151,50 @@ def test_previous_results_are_pooled_only_with_the_same_settings(tmp_path: Path)
         al.earlier_seeds([path], argparse.Namespace(**{**vars(args), "data": Path("/x/ufba425")}), 149, [2])
     with pytest.raises(SystemExit, match="missing.json: not found"):
         al.earlier_seeds([tmp_path / "missing.json"], args, 149, [2])
+    # results written before --retrain existed were retrained from scratch: pooled with scratch, never with warm
+    warm = argparse.Namespace(**{**vars(args), "retrain": "warm"})
+    with pytest.raises(SystemExit, match="another retrain \\('scratch'\\)"):
+        al.earlier_seeds([path], warm, 149, [2])
+
+
+def _metrics(run: Path, rows: list[tuple[str, float, int, int]]) -> None:
+    ev = run / "test_eval"
+    ev.mkdir(parents=True)
+    (ev / "summary.json").write_text("{}")
+    with (ev / "metrics.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image_id", "status", "dice", "gt_px", "pred_px"])
+        w.writerows([(k, "ok", d, g, q) for k, d, g, q in rows] + [("bad", "error", "", "", "")])
+
+
+def test_score_names_edentulous_images_and_empty_predictions(tmp_path: Path) -> None:
+    _metrics(tmp_path, [("a", 0.9, 100, 90), ("e1", 1.0, 0, 0), ("e2", 0.0, 0, 12)])
+    s = al.score(tmp_path, tmp_path / "test", 1, tmp_path / "log")  # summary.json present: nothing is run
+    assert s["dice"] == {"a": 0.9, "e1": 1.0, "e2": 0.0} and s["mean_dice"] == pytest.approx(1.9 / 3)
+    assert s["empty_gt"] == ["e1", "e2"] and s["empty_pred"] == ["e1"]
+
+
+def test_edentulous_images_are_summarised_apart() -> None:
+    imgs = {f"k{i}": 0.8 for i in range(10)}
+    flips = {**imgs, "e": 0.0}  # suggest wins 0.02 on every image with teeth but loses the edentulous one
+    res = []
+    for seed in (0, 1):
+        r = _seed(seed, -0.07, {"random": {**imgs, "e": 1.0}, "suggest": {**{k: v + 0.02 for k, v in imgs.items()},
+                                                                            "e": 0.0}, "base": flips})
+        r["empty_gt"] = ["e"]
+        r["empty_right"] = {"base": 0, "random": 1, "suggest": 0}
+        r["suggest_vs_random_teeth"] = al.paired({k: v + 0.02 for k, v in imgs.items()}, imgs)
+        res.append(r)
+    s = al.summarise(res)
+    assert s["mean_diff"] == pytest.approx(-0.07) and s["seeds_better"] == 0
+    assert s["teeth"]["mean_diff"] == pytest.approx(0.02) and s["teeth"]["seeds_better"] == 2
+    assert s["teeth"]["edentulous"] == 1 and s["teeth"]["edentulous_right"] == {"base": 0, "random": 2, "suggest": 0}
+    assert s["per_image"]["images_worse"] == 1 and s["per_image_teeth"]["n"] == 10
+    assert s["per_image_teeth"]["images_better"] == 10
+    text = al.table({"args": {"n": 5, "strategy": "typical", "data": "d", "label_fraction": 0.1, "preset": "cpu",
+                              "max_time": None, "train_folds": ["0"], "set": [], "retrain": "warm"},
+                     "split": {"n_test": 11}, "cpu": "x", "seeds": res, "argv": "", "summary": s})
+    assert "retrained from the base model" in text and "| 0 / 1 / 0 of 1 |" in text
+    assert "Images with teeth, over the 2 seed(s) that record them: +0.0200" in text
+    assert "random 2, suggest 0 of 2" in text
+
