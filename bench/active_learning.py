@@ -15,7 +15,8 @@
    folds, same validation images, same config, seed and budget. ``--retrain scratch`` (the default) trains each
    arm from the same initial weights; ``--retrain warm`` fine-tunes each arm's fold k from the base's fold k, as a
    user would after labelling (`toothseg train --init-from`), so the arms share their first stretch of training and
-   differ less by chance.
+   differ less by chance. ``--continue-arm`` adds a third warm arm with no new labels (the base fine-tuned as long
+   on its own labels): the arms minus it is what the N labels add beyond the extra steps.
 6. `toothseg predict` + `toothseg evaluate` score base and both arms on TEST; the comparison is paired per image
    and per seed (mean Dice difference, bootstrap CI, Wilcoxon signed-rank test). It is also given over the test
    images with teeth alone, with the edentulous ones (empty masks) counted apart: on those Dice is 0 or 1, so a
@@ -238,10 +239,13 @@ def run_seed(args, full: Path, split: dict, seed: int, test_dir: Path, budget: l
     out = {"seed": seed, "labelled": len(labelled), "pool": len(pool), "picked": {a: len(picks[a]) for a in ARMS},
            "overlap": len(set(picks["suggest"]) & set(picks["random"]))}
     scores = {"base": score(base, test_dir, args.threads, log)}
-    for arm in ARMS:
+    arms = {arm: set(picks[arm]) for arm in ARMS}
+    if args.continue_arm:  # the base fine-tuned on its own labels alone: what the steps give without new labels
+        arms["continue"] = set()
+    for arm, extra in arms.items():
         run = work / (arm if args.retrain == "scratch" else f"{arm}-{args.retrain}")
         if not (run / "samples.csv").is_file():
-            write_run(full, run, labelled, set(picks[arm]), pool - set(picks[arm]))
+            write_run(full, run, labelled, extra, pool - extra)
         train_run(run, args.train_folds, budget, log, init_from=base if args.retrain == "warm" else None)
         scores[arm] = score(run, test_dir, args.threads, log)
     out["cpu"] = cpu_name()
@@ -255,6 +259,9 @@ def run_seed(args, full: Path, split: dict, seed: int, test_dir: Path, budget: l
     out["suggest_vs_random_teeth"] = paired(teeth["suggest"], teeth["random"], seed)
     out["suggest_vs_base"] = paired(scores["suggest"]["dice"], scores["base"]["dice"], seed)
     out["random_vs_base"] = paired(scores["random"]["dice"], scores["base"]["dice"], seed)
+    if "continue" in scores:
+        for arm in ARMS:
+            out[f"{arm}_vs_continue"] = paired(scores[arm]["dice"], scores["continue"]["dice"], seed)
     write_json(work / ("result.json" if args.retrain == "scratch" else f"result-{args.retrain}.json"), out)
     return out
 
@@ -311,6 +318,9 @@ def summarise(results: list[dict]) -> dict:
                         "edentulous": len(known[0]["empty_gt"]),
                         "edentulous_right": {arm: sum(r["empty_right"][arm] for r in known)
                                              for arm in ("base", *ARMS)}}
+    cont = [r for r in results if "random_vs_continue" in r]
+    if cont:
+        out["vs_continue"] = {arm: over_seeds([r[f"{arm}_vs_continue"]["mean_diff"] for r in cont]) for arm in ARMS}
     kept = [r for r in results if "per_image" in r]
     if kept:
         keys = sorted(set.intersection(*(set(r["per_image"]["suggest"]) & set(r["per_image"]["random"])
@@ -357,6 +367,15 @@ def table(res: dict) -> str:
                      f"better in {q['seeds_better']} of {q['seeds']}. Edentulous test images ({q['edentulous']}) "
                      f"predicted empty, summed over those seeds: base {er['base']}, random {er['random']}, "
                      f"suggest {er['suggest']} of {q['edentulous'] * q['seeds']}.")
+    if "vs_continue" in s:
+        c = {arm: s["vs_continue"][arm] for arm in ARMS}
+        per_seed = ", ".join(f"{r['random_vs_continue']['mean_diff']:+.4f}" for r in res["seeds"]
+                             if "random_vs_continue" in r)
+        lines.append(f"What the {a['n']} labels add over the base fine-tuned as long on its own labels (`continue`), "
+                     f"over {c['random']['seeds']} seed(s): random {c['random']['mean_diff']:+.4f} "
+                     f"[{c['random']['ci95_over_seeds'][0]:+.4f}, {c['random']['ci95_over_seeds'][1]:+.4f}] "
+                     f"(per seed {per_seed}), suggest {c['suggest']['mean_diff']:+.4f} "
+                     f"[{c['suggest']['ci95_over_seeds'][0]:+.4f}, {c['suggest']['ci95_over_seeds'][1]:+.4f}].")
     for key, what in (("per_image", ""), ("per_image_teeth", " (images with teeth)")):
         if key in s:
             q = s[key]
@@ -394,6 +413,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--train-folds", default="0", help="folds trained per run: 0, 0,1 or all")
     ap.add_argument("--retrain", choices=("scratch", "warm"), default="scratch", help="arms train from the same "
                     "initial weights (scratch) or fine-tune the base model's folds (warm)")
+    ap.add_argument("--continue-arm", action="store_true", help="with --retrain warm: also fine-tune the base on "
+                    "its own labels alone for the same budget, to measure what the new labels add beyond the steps")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for training and inference")
     ap.add_argument("--resume", action="store_true", help="continue an interrupted bench in WORK")
     ap.add_argument("--tag", default="", help="suffix of the bench/ output files")
@@ -401,6 +422,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--previous", type=Path, nargs="+", default=[], metavar="JSON", help="results of earlier runs "
                     "with the same settings (e.g. bench/active_learning-TAG.json): their seeds are pooled with these")
     args = ap.parse_args(argv)
+    if args.continue_arm and args.retrain != "warm":
+        ap.error("--continue-arm needs --retrain warm (from scratch the base run itself is that control)")
     if args.work.expanduser().resolve().is_relative_to(REPO.resolve()):
         raise SystemExit(f"{args.work}: the work folder holds real data links; put it outside the repository")
     args.work = fresh_work(args.work, args.resume)

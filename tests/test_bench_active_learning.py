@@ -198,3 +198,25 @@ def test_edentulous_images_are_summarised_apart() -> None:
     assert "Images with teeth, over the 2 seed(s) that record them: +0.0200" in text
     assert "random 2, suggest 0 of 2" in text
 
+
+
+def test_continue_arm_measures_what_the_labels_add_beyond_the_steps(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        al.main(["--data", str(tmp_path), "--work", str(tmp_path / "w"), "--continue-arm"])
+    assert "--continue-arm needs --retrain warm" in capsys.readouterr().err
+    res = []
+    for seed, gain in ((0, 0.01), (1, 0.03)):
+        r = _seed(seed, 0.0)
+        r["random_vs_continue"] = {"mean_diff": gain}
+        r["suggest_vs_continue"] = {"mean_diff": gain + 0.01}
+        res.append(r)
+    res.append(_seed(2, 0.0))  # a seed run without the arm is left out of that figure
+    s = al.summarise(res)
+    assert s["vs_continue"]["random"]["seeds"] == 2 and s["vs_continue"]["random"]["mean_diff"] == pytest.approx(0.02)
+    assert s["vs_continue"]["suggest"]["mean_diff"] == pytest.approx(0.03)
+    text = al.table({"args": {"n": 50, "strategy": "typical", "data": "d", "label_fraction": 0.1, "preset": "cpu",
+                              "max_time": None, "train_folds": ["0"], "set": [], "retrain": "warm"},
+                     "split": {"n_test": 11}, "cpu": "x", "seeds": res, "argv": "", "summary": s})
+    assert "What the 50 labels add over the base fine-tuned as long on its own labels (`continue`), over 2 seed(s): " \
+        "random +0.0200" in text and "(per seed +0.0100, +0.0300)" in text
