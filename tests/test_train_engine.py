@@ -123,6 +123,7 @@ def test_init_from_starts_each_fold_from_the_earlier_runs_fold(trained, tmp_path
         (new / name).write_bytes((run / name).read_bytes())
     with pytest.raises(ToothsegError, match="no fold 1 model of .*train fold 1 of that run"):
         train(new, fold=1, init_from=run)
+    assert not list(new.glob("train/*/fold1/*.ckpt"))  # refused before anything trained
     with pytest.raises(ToothsegError, match="names the run being trained"):
         train(run, fold=0, init_from=run)
     start = run / "train" / TAG / "fold0" / "best.ckpt"

@@ -112,14 +112,15 @@ def start_weights(init_run: RunDir, tag: str, k: int, val_keys: list[str]) -> Pa
 
 def train_tag(cfg: Config, rd: RunDir, mcfg: ModelConfig, scale: tuple[int, int], fold_ids: list[int],
               folds: Folds, items: dict[str, TrainItem], resume: bool, overwrite: bool,
-              init_run: RunDir | None = None) -> dict:
+              starts: dict[int, Path] | None = None) -> dict:
+    """Train folds ``fold_ids`` of one model at one scale (fold k from ``starts[k]`` where given), then its
+    model.json and, once every fold has OOF scores, hard mining."""
     fam = rd.family(model_tag(mcfg, scale))
     for k in fold_ids:
         train, val = split_items(items, folds[k], rd.folds)
         log.info("[%s] fold %d: %d train / %d val images", fam.tag, k, len(train), len(val))
-        warm = start_weights(init_run, fam.tag, k, folds[k]["val"]) if init_run is not None else None
         train_fold(cfg, SUPERVISED, FoldData(train, val), fam.fold(k), folds[k], resume=resume, overwrite=overwrite,
-                   model_cfg=mcfg, scale=scale, warm=warm)
+                   model_cfg=mcfg, scale=scale, warm=(starts or {}).get(k))
     if not is_main_process():
         return {}
     info = write_model_json(fam, mcfg, scale, cfg.train.resize)
@@ -161,11 +162,15 @@ def train(run: str | Path, fold: int | str = "all", preset: str | None = None, m
                 fold_dir = rd.family(model_tag(mcfg, scale)).fold(k).path
                 if has_checkpoints(fold_dir):
                     check_fold(fold_dir, k, folds[k], cfg, mcfg)
+    # every starting checkpoint is found before anything trains
+    starts = {tag: {k: start_weights(init_run, tag, k, folds[k]["val"]) for k in fold_ids}
+              for tag in (model_tag(mcfg, scale) for mcfg, scale in tags)} if init_run is not None else {}
     if is_main_process():
         save_config(cfg, rd.config)
     out: dict = {"run": str(rd.root), "models": {}}
     for mcfg, scale in tags:
-        info = train_tag(cfg, rd, mcfg, scale, fold_ids, folds, items, resume, overwrite, init_run)
+        info = train_tag(cfg, rd, mcfg, scale, fold_ids, folds, items, resume, overwrite,
+                         starts.get(model_tag(mcfg, scale)))
         if info:
             out["models"][info["tag"]] = info
     if is_main_process():
