@@ -1,5 +1,5 @@
 """Run folders are data, never code, and never silently stale: planted pickles refused (bundle building, OOF
-scoring, resume, init weights), legitimate checkpoints load under weights_only=True, folds changed under fold
+scoring, resume, init weights, --init-from), legitimate checkpoints load under weights_only=True, folds changed under fold
 models refused, fit.json relative so a run resumes from any directory and from a copy."""
 
 from __future__ import annotations
@@ -165,6 +165,18 @@ def test_planted_init_weights_are_refused(run: Path, tmp_path: Path) -> None:
         fit_model(cfg, tr, va, tmp_path / "f", init_weights=init)
     assert not marker.exists()
 
+
+
+def test_planted_init_from_checkpoint_is_refused(run: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "PWNED"
+    _plant(_fold(run) / "best.ckpt", marker)
+    new = tmp_path / "new"
+    new.mkdir()
+    for name in ("config.yaml", "samples.csv", "folds.json"):
+        shutil.copyfile(run / name, new / name)
+    with pytest.raises(ToothsegError, match=r"best.ckpt: .*refused: loading it would need arbitrary unpickling"):
+        train(new, fold=0, init_from=run)
+    assert not marker.exists()
 
 @pytest.mark.parametrize("damage", ["empty", "truncated", "not-torch"])
 def test_damaged_checkpoints_are_one_line(run: Path, damage: str) -> None:
