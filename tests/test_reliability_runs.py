@@ -1,6 +1,6 @@
 """Run folders are data, never code, and never silently stale: planted pickles refused (bundle building, OOF
-scoring, resume, init weights, --init-from), legitimate checkpoints load under weights_only=True, folds changed under fold
-models refused, fit.json relative so a run resumes from any directory and from a copy."""
+scoring, resume, init weights, --init-from), legitimate checkpoints load under weights_only=True, folds changed
+under fold models refused, fit.json relative so a run resumes from any directory and from a copy."""
 
 from __future__ import annotations
 
