@@ -10,7 +10,8 @@
    the rest form the pool, with masks hidden. ``base`` trains on its labels (``--train-folds`` of its folds).
 4. ``toothseg suggest base --n N --strategy S`` picks N pool images (``--strategy``: typical, the default, or
    uncertain); the control picks N at random from the same candidates (seeded). Their real masks stand in for the
-   human.
+   human. Another ``--strategy`` in the same WORK (``--resume``) adds its own picks and suggest arm and shares the
+   base, random and continue arms, so strategies are compared on the same random control.
 5. Each arm (``suggest``, ``random``) is the base run plus its N picks in the training set of every fold: same
    folds, same validation images, same config, seed and budget. ``--retrain scratch`` (the default) trains each
    arm from the same initial weights; ``--retrain warm`` fine-tunes each arm's fold k from the base's fold k, as a
@@ -220,7 +221,9 @@ def run_seed(args, full: Path, split: dict, seed: int, test_dir: Path, budget: l
         write_run(full, base, labelled, set(), pool)
     train_run(base, args.train_folds, budget, log)
 
-    picks_path = work / "picks.json"
+    # a second strategy in the same WORK gets its own picks and suggest arm; base, random and continue are shared
+    variant = "" if args.strategy == DEFAULT else f"-{args.strategy}"
+    picks_path = work / f"picks{variant}.json"
     if picks_path.is_file():
         picks = read_json(picks_path)
         made = picks.get("strategy", "uncertain")  # a picks.json without a strategy holds k-center picks
@@ -235,6 +238,10 @@ def run_seed(args, full: Path, split: dict, seed: int, test_dir: Path, budget: l
                  "random": sorted(random.Random(1000 + seed).sample(candidates, min(args.n, len(candidates)))),
                  "candidates": len(candidates), "strategy": args.strategy}
         write_json(picks_path, picks)
+    for other in sorted(work.glob("picks*.json")):
+        if other != picks_path and read_json(other).get("random") != picks["random"]:
+            raise SystemExit(f"{other}: its random picks differ from {picks_path.name}'s, so one random arm cannot "
+                             "serve both; use a new --work")
 
     out = {"seed": seed, "labelled": len(labelled), "pool": len(pool), "picked": {a: len(picks[a]) for a in ARMS},
            "overlap": len(set(picks["suggest"]) & set(picks["random"]))}
@@ -243,7 +250,8 @@ def run_seed(args, full: Path, split: dict, seed: int, test_dir: Path, budget: l
     if args.continue_arm:  # the base fine-tuned on its own labels alone: what the steps give without new labels
         arms["continue"] = set()
     for arm, extra in arms.items():
-        run = work / (arm if args.retrain == "scratch" else f"{arm}-{args.retrain}")
+        name = f"{arm}{variant}" if arm == "suggest" else arm
+        run = work / (name if args.retrain == "scratch" else f"{name}-{args.retrain}")
         if not (run / "samples.csv").is_file():
             write_run(full, run, labelled, extra, pool - extra)
         train_run(run, args.train_folds, budget, log, init_from=base if args.retrain == "warm" else None)
@@ -262,7 +270,7 @@ def run_seed(args, full: Path, split: dict, seed: int, test_dir: Path, budget: l
     if "continue" in scores:
         for arm in ARMS:
             out[f"{arm}_vs_continue"] = paired(scores[arm]["dice"], scores["continue"]["dice"], seed)
-    write_json(work / ("result.json" if args.retrain == "scratch" else f"result-{args.retrain}.json"), out)
+    write_json(work / f"result{variant}{'' if args.retrain == 'scratch' else '-' + args.retrain}.json", out)
     return out
 
 

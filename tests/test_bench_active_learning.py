@@ -220,3 +220,52 @@ def test_continue_arm_measures_what_the_labels_add_beyond_the_steps(tmp_path: Pa
                      "split": {"n_test": 11}, "cpu": "x", "seeds": res, "argv": "", "summary": s})
     assert "What the 50 labels add over the base fine-tuned as long on its own labels (`continue`), over 2 seed(s): " \
         "random +0.0200" in text and "(per seed +0.0100, +0.0300)" in text
+
+
+def test_a_second_strategy_shares_base_random_and_continue(full: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str, ...]] = []
+
+    def fake_toothseg(*args, log: Path) -> None:
+        calls.append(tuple(map(str, args)))
+        run = Path(args[1])
+        if args[0] == "train":
+            fold = run / "train" / "unet-x" / f"fold{args[3]}"
+            fold.mkdir(parents=True, exist_ok=True)
+            (fold / "oof.csv").write_text("")
+            (run / "bundle").mkdir(exist_ok=True)
+            (run / "bundle" / "bundle.json").write_text("{}")
+        elif args[0] == "suggest":  # typical: the last 3 of the pool; uncertain: the first 3
+            pool = sorted(k for k in json.loads((run.parent / "plan.json").read_text())["pool"])
+            keys = pool[-3:] if args[args.index("--strategy") + 1] == "typical" else pool[:3]
+            (run / "suggest").mkdir(parents=True, exist_ok=True)
+            (run / "suggest" / "worklist.json").write_text(json.dumps({"items": [{"key": k} for k in keys],
+                                                                       "skipped": []}))
+
+    def fake_score(run: Path, test: Path, threads: int, log: Path) -> dict:
+        dice = {f"t{i}": 0.8 + 0.01 * i + (0.02 if "suggest" in run.name else 0.0) for i in range(3)}
+        return {"mean_dice": sum(dice.values()) / 3, "dice": dice, "empty_gt": [], "empty_pred": []}
+
+    monkeypatch.setattr(al, "toothseg", fake_toothseg)
+    monkeypatch.setattr(al, "score", fake_score)
+    split = {"test": ["d/x0", "d/x1", "d/x2"], "excluded_copies_of_test": []}
+    args = argparse.Namespace(work=tmp_path / "w", label_fraction=0.3, train_folds=["0"], n=3, threads=1,
+                              retrain="warm", continue_arm=True, strategy="typical")
+    first = al.run_seed(args, full, split, 0, tmp_path / "test", ["--preset", "tiny"])
+    trained = [c[1] for c in calls if c[0] == "train"]
+    assert [Path(t).name for t in trained] == ["base", "suggest-warm", "random-warm", "continue-warm"]
+    assert all(c[c.index("--init-from") + 1] == str(args.work / "seed0" / "base")
+               for c in calls if c[0] == "train" and Path(c[1]).name != "base")
+    calls.clear()
+    args.strategy = "uncertain"
+    second = al.run_seed(args, full, split, 0, tmp_path / "test", ["--preset", "tiny"])
+    assert [Path(c[1]).name for c in calls if c[0] == "train"] == ["suggest-uncertain-warm"]  # the rest is reused
+    seed_dir = args.work / "seed0"
+    typical, uncertain = (json.loads((seed_dir / f).read_text()) for f in ("picks.json", "picks-uncertain.json"))
+    assert typical["random"] == uncertain["random"] and typical["suggest"] != uncertain["suggest"]
+    assert first["test_dice"]["random"] == second["test_dice"]["random"]
+    assert (seed_dir / "result-warm.json").is_file() and (seed_dir / "result-uncertain-warm.json").is_file()
+    # random picks that no longer match cannot share the random arm
+    (seed_dir / "picks.json").write_text(json.dumps({**typical, "random": typical["random"][:-1]}))
+    with pytest.raises(SystemExit, match="picks.json: its random picks differ from picks-uncertain.json's"):
+        al.run_seed(args, full, split, 0, tmp_path / "test", ["--preset", "tiny"])
