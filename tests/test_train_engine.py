@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import cv2
 import pytest
@@ -141,6 +142,12 @@ def test_init_from_starts_each_fold_from_the_earlier_runs_fold(trained, tmp_path
     assert f"which trained on {n} of this fold's {n} validation images: its validation and OOF scores are " \
         "optimistic" in log.read_text()
     assert json.loads((new / "train" / TAG / "fold0" / "stage.json").read_text())["init"] == str(start)
+    # an earlier run without a readable folds.json: what it trained on is unknown, so it warns and goes on
+    old = tmp_path / "old"
+    shutil.copytree(run, old)
+    (old / "folds.json").unlink()
+    train(new, fold=0, init_from=old, overwrite=True)
+    assert "which trained on an unknown number of this fold's" in log.read_text()
 
 
 def test_init_from_cli_option_reaches_training(trained, tmp_path):

@@ -17,7 +17,7 @@ from pathlib import Path
 from toothseg.atomic import atomic_copy
 from toothseg.config import Config, ModelConfig, build_config, save_config
 from toothseg.durations import format_hhmmss, parse_hhmmss
-from toothseg.errors import InputError
+from toothseg.errors import InputError, ToothsegError
 from toothseg.folds_arg import parse_folds
 from toothseg.models.pretrained import weights_file
 from toothseg.run.family import Family, FoldDir
@@ -91,18 +91,24 @@ def _hard_mining(cfg: Config, fam: Family, folds: Folds, items: dict[str, TrainI
     return report
 
 
-def start_weights(init_run: RunDir, tag: str, k: int, val_keys: list[str]) -> Path:
+def trained_keys(run: RunDir) -> dict[int, set[str]] | None:
+    """Per fold, the labelled keys an earlier run's fold models trained on; None when its folds.json is unreadable."""
+    try:
+        return {k: set(v["train"]) for k, v in run.read_folds().items()}
+    except (ToothsegError, OSError):
+        return None
+
+
+def start_weights(init_run: RunDir, tag: str, k: int, val_keys: list[str],
+                  earlier: dict[int, set[str]] | None) -> Path:
     """The checkpoint fold ``k`` of family ``tag`` starts from with ``--init-from``: the same family's fold ``k`` in
-    ``init_run``. Warns when that model trained on images this fold validates on (its val/OOF Dice is then
-    optimistic; scores on a held-out folder are not)."""
+    ``init_run``, whose folds trained on ``earlier`` (`trained_keys`). Warns when that model trained on images this
+    fold validates on (its val/OOF Dice is then optimistic; scores on a held-out folder are not)."""
     ckpt = init_run.family(tag).fold(k).best_ckpt
     if not ckpt.is_file():
         raise InputError(ckpt, f"--init-from {init_run.root}: no fold {k} model of {tag} to start from",
                          f"train fold {k} of that run with the same model and scale, or train without --init-from")
-    try:
-        seen = set(init_run.read_folds().get(k, {}).get("train", [])) & set(val_keys)
-    except (InputError, OSError):  # no readable folds.json: what it trained on is unknown
-        seen = None
+    seen = None if earlier is None else earlier.get(k, set()) & set(val_keys)
     if seen is None or seen:
         log.warning("[%s] fold %d starts from %s, which trained on %s of this fold's %d validation images: its "
                     "validation and OOF scores are optimistic (scores on a held-out folder are not)", tag, k, ckpt,
@@ -163,7 +169,8 @@ def train(run: str | Path, fold: int | str = "all", preset: str | None = None, m
                 if has_checkpoints(fold_dir):
                     check_fold(fold_dir, k, folds[k], cfg, mcfg)
     # every starting checkpoint is found before anything trains
-    starts = {tag: {k: start_weights(init_run, tag, k, folds[k]["val"]) for k in fold_ids}
+    earlier = trained_keys(init_run) if init_run is not None else None
+    starts = {tag: {k: start_weights(init_run, tag, k, folds[k]["val"], earlier) for k in fold_ids}
               for tag in (model_tag(mcfg, scale) for mcfg, scale in tags)} if init_run is not None else {}
     if is_main_process():
         save_config(cfg, rd.config)
