@@ -8,8 +8,8 @@
    it is never used for any choice, only scored at the end. Unlabelled copies of test images are left out too.
 3. Per seed: ``--label-fraction`` of the remaining labelled images (whole groups) keep their masks (run ``base``);
    the rest form the pool, with masks hidden. ``base`` trains on its labels (``--train-folds`` of its folds).
-4. ``toothseg suggest base --n N --strategy S`` picks N pool images (``--strategy``: typical, the default, or
-   uncertain); the control picks N at random from the same candidates (seeded). Their real masks stand in for the
+4. ``toothseg suggest base --n N --strategy S`` picks N pool images (``--strategy``: typical, the default,
+   uncertain or spread); the control picks N at random from the same candidates (seeded). Their real masks stand in for the
    human. Another ``--strategy`` in the same WORK (``--resume``) adds its own picks and suggest arm and shares the
    base, random and continue arms, so strategies are compared on the same random control.
 5. Each arm (``suggest``, ``random``) is the base run plus its N picks in the training set of every fold: same
@@ -22,6 +22,10 @@
    and per seed (mean Dice difference, bootstrap CI, Wilcoxon signed-rank test). It is also given over the test
    images with teeth alone, with the edentulous ones (empty masks) counted apart: on those Dice is 0 or 1, so a
    handful of them decide a 149-image mean by whole points either way.
+7. ``--pool-eval N`` (200 by default) also scores the arms on a seeded sample of N pool images with their real
+   masks, over those that neither arm picked (nor a copy of a pick): a second held-out set, disjoint from TEST and
+   from every label, holding several times as many edentulous X-rays. It is where a strategy may be chosen, so
+   that TEST stays untouched by the choice.
 
 Writes bench/active_learning[-TAG].md and .json. Real data never leaves WORK (put it under /tmp); WORK must be new
 unless ``--resume`` (which continues every step where it stopped, including interrupted training).
@@ -122,6 +126,34 @@ def carve_test(full: Path, work: Path, fraction: float, seed: int) -> dict:
     return split
 
 
+def heldout_pool(full: Path, work: Path, pool: set[str], n: int, seed: int) -> dict[str, str]:
+    """A seeded sample of ``n`` pool images, linked with their real masks into WORK/pool_heldout, as a second
+    held-out set: no arm trains on them unless it picks them (those are left out of each comparison). Returns
+    {key: image_id}."""
+    path = work / "pool_heldout.json"
+    if path.is_file():
+        return read_json(path)["images"]
+    by_key = {s.key: s for s in read_index(full / "samples.csv")}
+    keys = sorted(random.Random(2000 + seed).sample(sorted(pool), min(n, len(pool))))
+    for sub in ("images", "masks"):
+        (work / "pool_heldout" / sub).mkdir(parents=True, exist_ok=True)
+    for k in keys:
+        s = by_key[k]
+        for sub, src in (("images", s.image_path), ("masks", s.mask_path)):
+            link = work / "pool_heldout" / sub / f"{s.image_id}{Path(src).suffix}"
+            if not link.exists():
+                link.symlink_to(Path(src).resolve())
+    images = {k: by_key[k].image_id for k in keys}
+    write_json(path, {"seed": 2000 + seed, "images": images})
+    return images
+
+
+def unseen(images: dict[str, str], picked: set[str], items: dict) -> set[str]:
+    """Image ids of ``images`` that neither a pick nor a copy of one (same duplicate group) put into training."""
+    groups = {items.get(k, {}).get("group") for k in picked} - {None}
+    return {iid for k, iid in images.items() if k not in picked and items.get(k, {}).get("group") not in groups}
+
+
 def write_run(full: Path, out: Path, labelled: set[str], extra_train: set[str], unlabelled: set[str]) -> None:
     """A run folder from WORK/full: ``labelled`` keep their masks and folds (restricted to them), ``extra_train``
     join every fold's training set with their real masks, ``unlabelled`` are listed without masks."""
@@ -167,8 +199,9 @@ def train_run(run: Path, folds: list[str], budget: list[str], log: Path, init_fr
         toothseg("train", run, "--fold", k, *budget, *warm, *(["--resume"] if resume else []), log=log)
 
 
-def score(run: Path, test: Path, threads: int, log: Path) -> dict:
-    pred, ev = run / "test_pred", run / "test_eval"
+def score(run: Path, test: Path, threads: int, log: Path, name: str = "test") -> dict:
+    """``run``'s bundle scored on the labelled folder ``test`` (cached in RUN/{name}_pred and RUN/{name}_eval)."""
+    pred, ev = run / f"{name}_pred", run / f"{name}_eval"
     if not (ev / "summary.json").is_file():
         toothseg("predict", run / "bundle", test / "images", "--out", pred, "--no-overlay", "--threads", threads,
                  log=log)
@@ -270,7 +303,36 @@ def run_seed(args, full: Path, split: dict, seed: int, test_dir: Path, budget: l
     if "continue" in scores:
         for arm in ARMS:
             out[f"{arm}_vs_continue"] = paired(scores[arm]["dice"], scores["continue"]["dice"], seed)
+    if args.pool_eval:
+        out["heldout"] = score_heldout_pool(args, full, work, pool, seed, picks, arms, variant, log)
     write_json(work / f"result{variant}{'' if args.retrain == 'scratch' else '-' + args.retrain}.json", out)
+    return out
+
+
+def score_heldout_pool(args, full: Path, work: Path, pool: set[str], seed: int, picks: dict, arms: dict,
+                       variant: str, log: Path) -> dict:
+    """The arms scored on the held-out pool sample, over the images neither arm's picks (nor their copies) put into
+    training: the same images for both, and many more edentulous ones than the test split has."""
+    items = read_json(full / "curation.json")["items"]
+    images = heldout_pool(full, work, pool, args.pool_eval, seed)
+    ids = unseen(images, set(picks["suggest"]) | set(picks["random"]), items)
+    scores = {}
+    for arm in arms:
+        name = f"{arm}{variant}" if arm == "suggest" else arm
+        run = work / (name if args.retrain == "scratch" else f"{name}-{args.retrain}")
+        scores[arm] = score(run, work / "pool_heldout", args.threads, log, name="pool")
+    dice = {arm: {k: v for k, v in s["dice"].items() if k in ids} for arm, s in scores.items()}
+    empty = set(scores["random"]["empty_gt"]) & ids
+    teeth = {arm: {k: v for k, v in d.items() if k not in empty} for arm, d in dice.items()}
+    out = {"n": len(ids), "sampled": len(images), "dice": {arm: float(np.mean(list(d.values()))) for arm, d in
+                                                          dice.items()},
+           "per_image": dice, "empty_gt": sorted(empty),
+           "empty_right": {arm: len(empty & set(s["empty_pred"])) for arm, s in scores.items()},
+           "suggest_vs_random": paired(dice["suggest"], dice["random"], seed),
+           "suggest_vs_random_teeth": paired(teeth["suggest"], teeth["random"], seed)}
+    if "continue" in dice:
+        for arm in ARMS:
+            out[f"{arm}_vs_continue"] = paired(dice[arm], dice["continue"], seed)
     return out
 
 
@@ -329,6 +391,16 @@ def summarise(results: list[dict]) -> dict:
     cont = [r for r in results if "random_vs_continue" in r]
     if cont:
         out["vs_continue"] = {arm: over_seeds([r[f"{arm}_vs_continue"]["mean_diff"] for r in cont]) for arm in ARMS}
+    held = [r["heldout"] for r in results if "heldout" in r]
+    if held:
+        out["heldout"] = {**over_seeds([p["suggest_vs_random"]["mean_diff"] for p in held]),
+                       "teeth": over_seeds([p["suggest_vs_random_teeth"]["mean_diff"] for p in held]),
+                       "images": [p["n"] for p in held], "edentulous": [len(p["empty_gt"]) for p in held],
+                       "edentulous_right": {arm: sum(p["empty_right"][arm] for p in held) for arm in ARMS}}
+        cont = [p for p in held if "random_vs_continue" in p]
+        if cont:
+            out["heldout"]["vs_continue"] = {arm: over_seeds([p[f"{arm}_vs_continue"]["mean_diff"] for p in cont])
+                                          for arm in ARMS}
     kept = [r for r in results if "per_image" in r]
     if kept:
         keys = sorted(set.intersection(*(set(r["per_image"]["suggest"]) & set(r["per_image"]["random"])
@@ -390,8 +462,33 @@ def table(res: dict) -> str:
             lines.append(f"Per image{what}, averaged over the {q['seeds']} seed(s) with per-image scores: "
                          f"{q['mean_diff']:+.4f} [{q['ci95'][0]:+.4f}, {q['ci95'][1]:+.4f}], {q['images_better']} "
                          f"better / {q['images_worse']} worse, Wilcoxon p {q['wilcoxon_p']:.3g}.")
+    if "heldout" in s:
+        lines += ["", pool_text(res)]
     lines += ["", f"Command: `python bench/active_learning.py {res['argv']}`", ""]
     return "\n".join(lines)
+
+
+def pool_text(res: dict) -> str:
+    """The held-out pool sample's figures: a second held-out set, from the same images the arms chose among."""
+    s = res["summary"]["heldout"]
+    rows = [r for r in res["seeds"] if "heldout" in r]
+    per = ", ".join(f"seed {r['seed']} {d['mean_diff']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}] on "
+                    f"{r['heldout']['n']}" for r in rows for d in [r["heldout"]["suggest_vs_random"]])
+    lo, hi = s["ci95_over_seeds"]
+    q = s["teeth"]
+    er = s["edentulous_right"]
+    text = (f"**Held-out pool sample** ({rows[0]['heldout']['sampled']} pool images per seed, scored over those that "
+            f"neither arm's picks nor their copies put into training): suggest - random {per}. Over {s['seeds']} "
+            f"seed(s): {s['mean_diff']:+.4f} [{lo:+.4f}, {hi:+.4f}], suggest better in {s['seeds_better']}; images "
+            f"with teeth {q['mean_diff']:+.4f} [{q['ci95_over_seeds'][0]:+.4f}, {q['ci95_over_seeds'][1]:+.4f}]; "
+            f"edentulous predicted empty: random {er['random']}, suggest {er['suggest']} of {sum(s['edentulous'])}.")
+    if "vs_continue" in s:
+        c = s["vs_continue"]
+        text += (f" Over `continue` ({c['random']['seeds']} seed(s)): random {c['random']['mean_diff']:+.4f} "
+                 f"[{c['random']['ci95_over_seeds'][0]:+.4f}, {c['random']['ci95_over_seeds'][1]:+.4f}], suggest "
+                 f"{c['suggest']['mean_diff']:+.4f} [{c['suggest']['ci95_over_seeds'][0]:+.4f}, "
+                 f"{c['suggest']['ci95_over_seeds'][1]:+.4f}].")
+    return text
 
 
 def cpu_name() -> str:
@@ -423,6 +520,9 @@ def main(argv: list[str] | None = None) -> dict:
                     "initial weights (scratch) or fine-tune the base model's folds (warm)")
     ap.add_argument("--continue-arm", action="store_true", help="with --retrain warm: also fine-tune the base on "
                     "its own labels alone for the same budget, to measure what the new labels add beyond the steps")
+    ap.add_argument("--pool-eval", type=int, default=200, metavar="N", help="also score the arms on a seeded "
+                    "sample of N pool images (less the picks of both arms and their copies): a second held-out set "
+                    "(0: off)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for training and inference")
     ap.add_argument("--resume", action="store_true", help="continue an interrupted bench in WORK")
     ap.add_argument("--tag", default="", help="suffix of the bench/ output files")

@@ -222,8 +222,8 @@ def test_continue_arm_measures_what_the_labels_add_beyond_the_steps(tmp_path: Pa
         "random +0.0200" in text and "(per seed +0.0100, +0.0300)" in text
 
 
-def test_a_second_strategy_shares_base_random_and_continue(full: Path, tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def _fakes() -> tuple:
+    """A fake `toothseg` (train leaves a finished fold, suggest a worklist) and a fake scorer, with their call logs."""
     calls: list[tuple[str, ...]] = []
 
     def fake_toothseg(*args, log: Path) -> None:
@@ -242,15 +242,30 @@ def test_a_second_strategy_shares_base_random_and_continue(full: Path, tmp_path:
             (run / "suggest" / "worklist.json").write_text(json.dumps({"items": [{"key": k} for k in keys],
                                                                        "skipped": []}))
 
-    def fake_score(run: Path, test: Path, threads: int, log: Path) -> dict:
+    scored: list[tuple[str, str]] = []
+
+    def fake_score(run: Path, test: Path, threads: int, log: Path, name: str = "test") -> dict:
+        scored.append((run.name, name))
+        if name == "pool":  # every linked pool image, as `evaluate` scores it; odd-numbered ones have no teeth
+            ids = sorted(p.stem for p in (test / "images").iterdir())
+            dice = {i: 0.5 + (0.1 if "suggest" in run.name else 0.0) for i in ids}
+            gt = [i for i in ids if int(i[1:]) % 2]
+            return {"mean_dice": 0.5, "dice": dice, "empty_gt": gt,
+                    "empty_pred": gt if run.name.startswith("random") else []}
         dice = {f"t{i}": 0.8 + 0.01 * i + (0.02 if "suggest" in run.name else 0.0) for i in range(3)}
         return {"mean_dice": sum(dice.values()) / 3, "dice": dice, "empty_gt": [], "empty_pred": []}
 
+    return fake_toothseg, fake_score, calls, scored
+
+
+def test_a_second_strategy_shares_base_random_and_continue(full: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_toothseg, fake_score, calls, scored = _fakes()
     monkeypatch.setattr(al, "toothseg", fake_toothseg)
     monkeypatch.setattr(al, "score", fake_score)
     split = {"test": ["d/x0", "d/x1", "d/x2"], "excluded_copies_of_test": []}
     args = argparse.Namespace(work=tmp_path / "w", label_fraction=0.3, train_folds=["0"], n=3, threads=1,
-                              retrain="warm", continue_arm=True, strategy="typical")
+                              retrain="warm", continue_arm=True, strategy="typical", pool_eval=0)
     first = al.run_seed(args, full, split, 0, tmp_path / "test", ["--preset", "tiny"])
     trained = [c[1] for c in calls if c[0] == "train"]
     assert [Path(t).name for t in trained] == ["base", "suggest-warm", "random-warm", "continue-warm"]
@@ -264,8 +279,46 @@ def test_a_second_strategy_shares_base_random_and_continue(full: Path, tmp_path:
     typical, uncertain = (json.loads((seed_dir / f).read_text()) for f in ("picks.json", "picks-uncertain.json"))
     assert typical["random"] == uncertain["random"] and typical["suggest"] != uncertain["suggest"]
     assert first["test_dice"]["random"] == second["test_dice"]["random"]
+    assert "heldout" not in first and all(name == "test" for _, name in scored)
     assert (seed_dir / "result-warm.json").is_file() and (seed_dir / "result-uncertain-warm.json").is_file()
     # random picks that no longer match cannot share the random arm
     (seed_dir / "picks.json").write_text(json.dumps({**typical, "random": typical["random"][:-1]}))
     with pytest.raises(SystemExit, match="picks.json: its random picks differ from picks-uncertain.json's"):
         al.run_seed(args, full, split, 0, tmp_path / "test", ["--preset", "tiny"])
+
+
+def test_a_held_out_pool_sample_is_scored_without_the_picks_or_their_copies(full: Path, tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    items = json.loads((full / "curation.json").read_text())["items"]
+    assert al.unseen({"d/x0": "x0", "d/x2": "x2", "d/x9": "x9"}, {"d/x1"}, items) == {"x9"}  # x0, x2: x1's copies
+    fake_toothseg, fake_score, calls, scored = _fakes()
+    monkeypatch.setattr(al, "toothseg", fake_toothseg)
+    monkeypatch.setattr(al, "score", fake_score)
+    split = {"test": ["d/x0", "d/x1", "d/x2"], "excluded_copies_of_test": []}
+    args = argparse.Namespace(work=tmp_path / "w", label_fraction=0.3, train_folds=["0"], n=3, threads=1,
+                              retrain="warm", continue_arm=True, strategy="typical", pool_eval=12)
+    r = al.run_seed(args, full, split, 0, tmp_path / "test", ["--preset", "tiny"])
+    seed_dir = args.work / "seed0"
+    sample = json.loads((seed_dir / "pool_heldout.json").read_text())["images"]
+    plan = json.loads((seed_dir / "plan.json").read_text())
+    picks = json.loads((seed_dir / "picks.json").read_text())
+    assert len(sample) == 12 and set(sample) <= set(plan["pool"])
+    assert sorted(p.name for p in (seed_dir / "pool_heldout" / "masks").iterdir()) == sorted(
+        f"{i}.png" for i in sample.values())
+    held = r["heldout"]
+    expect = al.unseen(sample, set(picks["suggest"]) | set(picks["random"]), items)
+    assert held["sampled"] == 12 and held["n"] == len(expect) and set(held["per_image"]["random"]) == expect
+    assert {("suggest-warm", "pool"), ("random-warm", "pool"), ("continue-warm", "pool")} <= set(scored)
+    assert held["suggest_vs_random"]["mean_diff"] == pytest.approx(0.1)
+    assert held["suggest_vs_random"]["images_better"] == len(expect)
+    s = al.summarise([r])
+    assert s["heldout"]["mean_diff"] == pytest.approx(0.1) and s["heldout"]["images"] == [len(expect)]
+    assert s["heldout"]["vs_continue"]["suggest"]["mean_diff"] == pytest.approx(0.1)
+    empty = sorted(i for i in expect if int(i[1:]) % 2)
+    assert held["empty_gt"] == empty and held["empty_right"] == {"suggest": 0, "random": len(empty), "continue": 0}
+    assert held["suggest_vs_random_teeth"]["n"] == len(expect) - len(empty)
+    text = al.pool_text({"seeds": [r], "summary": s})
+    assert text.startswith("**Held-out pool sample** (12 pool images per seed") and "suggest better in 1" in text
+    # resumed: the same sample, nothing drawn again
+    (seed_dir / "pool_heldout.json").write_text(json.dumps({"images": dict(list(sample.items())[:5])}))
+    assert al.run_seed(args, full, split, 0, tmp_path / "test", ["--preset", "tiny"])["heldout"]["sampled"] == 5
