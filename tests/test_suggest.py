@@ -1,4 +1,4 @@
-"""`toothseg suggest`: scoring, duplicate groups, the typical and uncertain strategies, the worklist on a fake run."""
+"""`toothseg suggest`: scoring, duplicate groups, the typical, uncertain and spread strategies, the worklist."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from helpers.fakerun import draw_sample, make_trained_run, write_curation, write
 from toothseg.errors import ConfigError
 from toothseg.suggest.diversity import k_center_greedy, one_per_group
 from toothseg.suggest.scoring import uncertainty
+from toothseg.suggest.spread import select_spread
 from toothseg.suggest.strategy import STRATEGIES, pick
 from toothseg.suggest.typical import cluster_order, select_typical
 
@@ -100,6 +101,35 @@ def test_typical_is_deterministic_for_a_seed() -> None:
     scores, labelled = rng.random(60), rng.normal(size=(6, 8))
     runs = [select_typical(f, scores, 10, labelled=labelled, seed=7) for _ in range(2)]
     assert runs[0] == runs[1]
+
+
+def test_spread_reaches_rare_uncovered_regions_and_leaves_covered_ones() -> None:
+    f, blob = _blobs([40, 40, 4])
+    labelled = f[blob == 0][:3] + np.float32(0.01)  # blob 0 is covered by labels
+    blob_of = [[blob[p.index] for p in select_spread(f, np.full(len(f), 0.5), 10, labelled, seed=s)]
+               for s in range(20)]
+    assert sum(2 in b for b in blob_of) >= 18  # a random 10 of 84 would miss the 4 rare ones 60 % of the time
+    assert all(0 not in b[:2] for b in blob_of)  # uncovered regions first
+    covered, uncovered = (sum(b.count(k) for b in blob_of) for k in (0, 1))
+    assert covered < 0.75 * uncovered  # same size: the labelled one is drawn less
+
+
+def test_spread_prefers_uncertain_images_within_a_region() -> None:
+    f, blob = _blobs([30, 30])
+    u = np.where(np.arange(len(f)) % 2 == 0, 0.9, 0.0)  # even rows uncertain, odd rows sure (floored)
+    picks = [p.index for s in range(10) for p in select_spread(f, u, 6, None, seed=s)]
+    assert np.mean([i % 2 == 0 for i in picks]) >= 0.8
+
+
+def test_spread_is_seeded_and_draws_each_candidate_at_most_once() -> None:
+    rng = np.random.default_rng(1)
+    f, u = rng.normal(size=(30, 8)), rng.random(30)
+    a, b = (select_spread(f, u, 12, rng.normal(size=(0, 8)), seed=4) for _ in range(2))
+    assert a == b and len({p.index for p in a}) == 12
+    assert a[0].distance is None and all(p.distance is not None and 0 < p.probability <= 1 for p in a[1:])
+    assert sorted(p.index for p in select_spread(f, u, 99, None, seed=0)) == list(range(30))
+    same = select_spread(np.ones((5, 8)), np.zeros(5), 5, np.ones((1, 8)), seed=0)  # no distance left anywhere
+    assert sorted(p.index for p in same) == list(range(5))
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)

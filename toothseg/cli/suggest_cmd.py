@@ -1,4 +1,5 @@
-"""`toothseg suggest RUN [--n 50] [--strategy typical|uncertain] [--out FILE]`: what to label next."""
+"""`toothseg suggest RUN [--n 50] [--strategy typical|uncertain|spread] [--out FILE]`:
+what to label next."""
 
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ def register(app: typer.Typer) -> None:
         folds: str | None = typer.Option(None, "--folds", help="use only these folds, e.g. 0,1 (faster)"),
         strategy: str = typer.Option("typical", "--strategy",
                                      help="typical: one typical image per region no label covers (best while few "
-                                          "images are labelled); uncertain: k-center greedy among the most uncertain"),
+                                          "images are labelled); uncertain: k-center greedy among the most uncertain; "
+                                          "spread: seeded draws weighted by uncertainty x distance from the "
+                                          "labels"),
         oversample: float = typer.Option(4.0, "--oversample", min=1.0,
                                          help="uncertain strategy: k-center greedy picks among the OVERSAMPLE x N "
                                               "most uncertain"),

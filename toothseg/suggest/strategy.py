@@ -1,10 +1,13 @@
-"""How `suggest` turns scored candidates into picks: ``typical`` (default) or ``uncertain``.
+"""How `suggest` turns scored candidates into picks: ``typical`` (default), ``uncertain`` or ``spread``.
 
 ``typical`` (`toothseg.suggest.typical`, TypiClust) takes one typical image from each of the largest regions of
 feature space no label covers; it is the better choice while few images are labelled, when the model's
 uncertainty mostly flags outliers. ``uncertain`` runs k-center greedy over the ``oversample x n`` most uncertain
-candidates (`toothseg.suggest.diversity`); it pays once the model is decent. Both see one image per duplicate
-group, and both give the pick's feature distance to the nearest labelled image or earlier pick.
+candidates (`toothseg.suggest.diversity`); it pays once the model is decent. ``spread``
+(`toothseg.suggest.spread`) draws picks with probability proportional to uncertainty x squared distance from the
+labels and earlier picks, so rare kinds of X-ray keep about the share of picks a random draw would give them. All
+see one image per duplicate group, and all give the pick's feature distance to the nearest labelled image or
+earlier pick.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ import numpy as np
 
 from toothseg.errors import ConfigError
 from toothseg.suggest.diversity import k_center_greedy
+from toothseg.suggest.spread import select_spread
 from toothseg.suggest.typical import TypicalPick, normalise, select_typical
 
-STRATEGIES = ("typical", "uncertain")
+STRATEGIES = ("typical", "uncertain", "spread")
 DEFAULT = "typical"
 
 
@@ -90,9 +94,26 @@ def pick_typical(keys: list[str], recs: dict[str, dict], n: int, centres: np.nda
             for p, d in zip(picks, dists)]
 
 
+def pick_spread(keys: list[str], recs: dict[str, dict], n: int, centres: np.ndarray | None,
+                seed: int) -> list[Pick]:
+    """Uncertainty-weighted k-means++ draws over all of ``keys`` (sorted most uncertain first), the labelled
+    ``centres`` counting as drawn."""
+    feats = np.stack([recs[k]["features"] for k in keys])
+    picks = select_spread(feats, np.array([recs[k]["score"] for k in keys]), n, centres, seed)
+    near = "labelled image or earlier pick" if centres is not None and len(centres) else "earlier pick"
+    return [Pick(keys[p.index], p.index + 1, p.distance,
+                 f"drawn with probability {p.probability:.3f} (uncertainty x squared feature distance"
+                 + (f" {p.distance:.3f} to the nearest {near})" if p.distance is not None else " alone: the first)")
+                 + f"; {_scores_text(p.index + 1, len(keys), recs[keys[p.index]])}")
+            for p in picks]
+
+
 def pick(strategy: str, keys: list[str], recs: dict[str, dict], n: int, centres: np.ndarray | None,
          oversample: float, seed: int) -> list[Pick]:
     """Up to ``n`` picks from ``keys`` (one per duplicate group, most uncertain first) by ``strategy``."""
-    if check_strategy(strategy) == "typical":
+    s = check_strategy(strategy)
+    if s == "typical":
         return pick_typical(keys, recs, n, centres, seed)
+    if s == "spread":
+        return pick_spread(keys, recs, n, centres, seed)
     return pick_uncertain(keys, recs, n, centres, oversample)

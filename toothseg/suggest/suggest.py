@@ -2,9 +2,9 @@
 
 Per image: every bundle member x view (the image and its mirror) predicts; their disagreement and the fused map's
 entropy make the uncertainty score, and the encoder's pooled features describe the image. Copies (curation's
-duplicate groups) count once; the strategy (`toothseg.suggest.strategy`: ``typical`` by default, or ``uncertain``)
-turns the candidates into picks. Per-image results are cached under the worklist's folder, so an interrupted run
-resumes where it stopped.
+duplicate groups) count once; the strategy (`toothseg.suggest.strategy`: ``typical`` by default, ``uncertain`` or
+``spread``) turns the candidates into picks. Per-image results are cached under the worklist's folder, so an
+interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ def suggest(run: str | Path, n: int = 50, out: str | Path | None = None, bundle:
 
     ``out``: the worklist CSV (default RUN/suggest/worklist.csv; the JSON goes beside it). ``bundle``: default
     RUN/bundle. ``strategy``: ``typical`` (typical images of the regions no label covers; best while few images
-    are labelled) or ``uncertain`` (k-center greedy among the ``oversample x n`` most uncertain images).
+    are labelled), ``uncertain`` (k-center greedy among the ``oversample x n`` most uncertain images) or ``spread``
+    (seeded draws weighted by uncertainty x squared feature distance from the labels and earlier picks).
     ``use_labelled``: count the run's labelled images as already chosen, so picks differ from them too.
     """
     from toothseg.predict.predictor import Predictor, read_or_skip, split_hflip

@@ -1,0 +1,59 @@
+"""Uncertainty-weighted k-means++ sampling: the ``spread`` strategy.
+
+k-means++ seeding (Arthur & Vassilvitskii, 2007) draws each pick with probability proportional to its squared
+distance from everything already chosen; BADGE (Ash et al., ICLR 2020) uses it for active learning because it keeps
+both diversity and coverage. Here the draw is also weighted by the image's uncertainty, and images already labelled
+count as chosen. Unlike k-center greedy, which always takes the farthest point (an outlier), and TypiClust, which
+only ever takes the typical image of a large region, the draw reaches every region roughly in proportion to how much
+of the pool it holds and how far it is from the labels: a rare kind of X-ray (no teeth, heavy restorations) is
+drawn about as often as a random pick would draw it, and usually its most uncertain members.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from toothseg.suggest.typical import normalise
+
+FLOOR = 0.05  # an image the model is sure of keeps some chance: its certainty may be wrong
+
+
+@dataclass(frozen=True)
+class SpreadPick:
+    """One draw: its candidate row, its distance to the nearest label or earlier pick and its draw probability."""
+
+    index: int
+    distance: float | None
+    probability: float
+
+
+def select_spread(features: np.ndarray, uncertainty: np.ndarray, n: int, centres: np.ndarray | None,
+                  seed: int) -> list[SpreadPick]:
+    """``n`` rows of ``features`` drawn without replacement, each with probability proportional to
+    ``max(uncertainty, FLOOR)`` x squared distance (unit-normalised features) to the nearest ``centres`` row or
+    earlier draw. Without centres the first draw weighs uncertainty alone. Seeded: the same inputs give the same
+    picks."""
+    f = normalise(features)
+    n = min(int(n), len(f))
+    w = np.maximum(np.asarray(uncertainty, dtype=np.float64), FLOOR)
+    rng = np.random.default_rng(seed)
+    if centres is not None and len(centres):
+        c = normalise(centres)
+        nearest = np.min(((f[:, None, :] - c[None, :, :]) ** 2).sum(-1), axis=1)
+    else:
+        nearest = np.full(len(f), np.inf)
+    taken = np.zeros(len(f), dtype=bool)
+    out: list[SpreadPick] = []
+    for _ in range(n):
+        gap = np.where(np.isfinite(nearest), nearest, 1.0)
+        mass = np.where(taken, 0.0, w * gap)
+        if mass.sum() <= 0:  # every candidate left is a copy of a chosen feature vector: fall back to uncertainty
+            mass = np.where(taken, 0.0, w)
+        p = mass / mass.sum()
+        i = int(rng.choice(len(f), p=p))
+        taken[i] = True
+        out.append(SpreadPick(i, float(np.sqrt(nearest[i])) if np.isfinite(nearest[i]) else None, float(p[i])))
+        nearest = np.minimum(nearest, ((f - f[i]) ** 2).sum(-1))
+    return out
