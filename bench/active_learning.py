@@ -8,10 +8,10 @@
    it is never used for any choice, only scored at the end. Unlabelled copies of test images are left out too.
 3. Per seed: ``--label-fraction`` of the remaining labelled images (whole groups) keep their masks (run ``base``);
    the rest form the pool, with masks hidden. ``base`` trains on its labels (``--train-folds`` of its folds).
-4. ``toothseg suggest base --n N --strategy S`` picks N pool images (``--strategy``: typical, the default,
-   uncertain or spread); the control picks N at random from the same candidates (seeded). Their real masks stand in for the
-   human. Another ``--strategy`` in the same WORK (``--resume``) adds its own picks and suggest arm and shares the
-   base, random and continue arms, so strategies are compared on the same random control.
+4. ``toothseg suggest base --n N --strategy S`` picks N pool images (``--strategy``: spread, the default,
+   typical or uncertain); the control picks N at random from the same candidates (seeded). Their real masks stand
+   in for the human. Another ``--strategy`` in the same WORK (``--resume``) adds its own picks and suggest arm and
+   shares the base, random and continue arms, so strategies are compared on the same random control.
 5. Each arm (``suggest``, ``random``) is the base run plus its N picks in the training set of every fold: same
    folds, same validation images, same config, seed and budget. ``--retrain scratch`` (the default) trains each
    arm from the same initial weights; ``--retrain warm`` fine-tunes each arm's fold k from the base's fold k, as a
@@ -57,6 +57,7 @@ from toothseg.run.folder import read_json, write_json  # noqa: E402
 from toothseg.suggest.strategy import DEFAULT, STRATEGIES  # noqa: E402
 
 ARMS = ("suggest", "random")
+UNSUFFIXED = "typical"  # its picks and arm carry no strategy suffix in WORK (it was the first strategy benchmarked)
 
 
 # ------------------------------------------------------------------------------------------------ running verbs
@@ -255,7 +256,7 @@ def run_seed(args, full: Path, split: dict, seed: int, test_dir: Path, budget: l
     train_run(base, args.train_folds, budget, log)
 
     # a second strategy in the same WORK gets its own picks and suggest arm; base, random and continue are shared
-    variant = "" if args.strategy == DEFAULT else f"-{args.strategy}"
+    variant = "" if args.strategy == UNSUFFIXED else f"-{args.strategy}"
     picks_path = work / f"picks{variant}.json"
     if picks_path.is_file():
         picks = read_json(picks_path)

@@ -194,6 +194,8 @@ def test_suggest_writes_a_worklist_with_reasons(pool_run: Path, strategy: str) -
         assert pred.shape == img.shape and set(np.unique(pred)) <= {0, 255}
     assert data["use_labelled"] is True  # labelled images served as centres / covered points
     assert data["strategy"] == strategy and isinstance(data["seed"], int)
+    if strategy == "spread":
+        assert all(it["reason"].startswith("drawn with probability ") for it in data["items"])
     if strategy == "typical":
         assert all(it["reason"].startswith("cluster of ") and "typicality #" in it["reason"] for it in data["items"])
 
@@ -202,6 +204,7 @@ def test_suggest_resumes_from_its_cache(pool_run: Path, monkeypatch: pytest.Monk
     import toothseg.suggest.suggest as mod
 
     first = mod.suggest(pool_run, n=3, out=pool_run / "wl" / "a.csv", threads=1)
+    assert json.loads(Path(first["json"]).read_text())["strategy"] == "spread"  # the default
     calls = []
     from toothseg.predict.predictor import Predictor
 
@@ -220,7 +223,7 @@ def test_suggest_bad_options(pool_run: Path) -> None:
         suggest(pool_run, n=0)
     with pytest.raises(ConfigError, match=".csv"):
         suggest(pool_run, n=2, out=pool_run / "list.txt")
-    with pytest.raises(ConfigError, match="typical, uncertain"):
+    with pytest.raises(ConfigError, match="spread, typical, uncertain"):
         suggest(pool_run, n=2, strategy="random")
 
 
@@ -235,4 +238,4 @@ def test_cli_rejects_a_bad_strategy_in_one_line(tmp_path: Path, monkeypatch: pyt
         main()
     err = capsys.readouterr().err
     assert info.value.code == 2 and err.count("\n") == 1
-    assert "'outliers'" in err and "choose one of typical, uncertain" in err
+    assert "'outliers'" in err and "choose one of spread, typical, uncertain" in err

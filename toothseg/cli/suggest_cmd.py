@@ -1,4 +1,4 @@
-"""`toothseg suggest RUN [--n 50] [--strategy typical|uncertain|spread] [--out FILE]`:
+"""`toothseg suggest RUN [--n 50] [--strategy spread|typical|uncertain] [--out FILE]`:
 what to label next."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from toothseg.folds_arg import parse_folds
+from toothseg.suggest.strategy import DEFAULT
 
 
 def register(app: typer.Typer) -> None:
@@ -19,11 +20,10 @@ def register(app: typer.Typer) -> None:
                                         "the JSON goes beside it)"),
         bundle: Path | None = typer.Option(None, "--bundle", help="bundle to score with (default RUN/bundle)"),
         folds: str | None = typer.Option(None, "--folds", help="use only these folds, e.g. 0,1 (faster)"),
-        strategy: str = typer.Option("typical", "--strategy",
-                                     help="typical: one typical image per region no label covers (best while few "
-                                          "images are labelled); uncertain: k-center greedy among the most uncertain; "
-                                          "spread: seeded draws weighted by uncertainty x distance from the "
-                                          "labels"),
+        strategy: str = typer.Option(DEFAULT, "--strategy",
+                                     help="spread: seeded draws weighted by uncertainty x distance from the labels "
+                                          "and earlier picks; typical: one typical image per region no label "
+                                          "covers; uncertain: k-center greedy among the most uncertain"),
         oversample: float = typer.Option(4.0, "--oversample", min=1.0,
                                          help="uncertain strategy: k-center greedy picks among the OVERSAMPLE x N "
                                               "most uncertain"),
@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
                                           help="keep picks away from images that already have labels"),
         threads: int | None = typer.Option(None, "--threads", min=1, help="compute threads (default train.threads)"),
     ) -> None:
-        """Pick unlabelled X-rays to label: typical ones of uncovered regions (default) or the most uncertain."""
+        """Pick unlabelled X-rays to label: uncertain ones away from the labels, spread over the pool."""
         from toothseg.api import suggest
 
         s = suggest(run, n=n, out=out, bundle=bundle, folds=parse_folds(folds), oversample=oversample,

@@ -1,13 +1,12 @@
-"""How `suggest` turns scored candidates into picks: ``typical`` (default), ``uncertain`` or ``spread``.
+"""How `suggest` turns scored candidates into picks: ``spread`` (default), ``typical`` or ``uncertain``.
 
-``typical`` (`toothseg.suggest.typical`, TypiClust) takes one typical image from each of the largest regions of
-feature space no label covers; it is the better choice while few images are labelled, when the model's
-uncertainty mostly flags outliers. ``uncertain`` runs k-center greedy over the ``oversample x n`` most uncertain
-candidates (`toothseg.suggest.diversity`); it pays once the model is decent. ``spread``
-(`toothseg.suggest.spread`) draws picks with probability proportional to uncertainty x squared distance from the
-labels and earlier picks, so rare kinds of X-ray keep about the share of picks a random draw would give them. All
-see one image per duplicate group, and all give the pick's feature distance to the nearest labelled image or
-earlier pick.
+``spread`` (`toothseg.suggest.spread`) draws picks with probability proportional to uncertainty x squared distance
+from the labels and earlier picks, so rare kinds of X-ray keep about the share of picks a random draw would give
+them; of the three it is the one measured on a held-out set to do at least as well as random picks
+(bench/active_learning.py). ``typical`` (`toothseg.suggest.typical`, TypiClust) takes one typical image from each of
+the largest regions of feature space no label covers. ``uncertain`` runs k-center greedy over the ``oversample x n``
+most uncertain candidates (`toothseg.suggest.diversity`). All see one image per duplicate group, and all give the
+pick's feature distance to the nearest labelled image or earlier pick.
 """
 
 from __future__ import annotations
@@ -22,8 +21,8 @@ from toothseg.suggest.diversity import k_center_greedy
 from toothseg.suggest.spread import select_spread
 from toothseg.suggest.typical import TypicalPick, normalise, select_typical
 
-STRATEGIES = ("typical", "uncertain", "spread")
-DEFAULT = "typical"
+STRATEGIES = ("spread", "typical", "uncertain")
+DEFAULT = "spread"
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 Per image: every bundle member x view (the image and its mirror) predicts; their disagreement and the fused map's
 entropy make the uncertainty score, and the encoder's pooled features describe the image. Copies (curation's
-duplicate groups) count once; the strategy (`toothseg.suggest.strategy`: ``typical`` by default, ``uncertain`` or
-``spread``) turns the candidates into picks. Per-image results are cached under the worklist's folder, so an
+duplicate groups) count once; the strategy (`toothseg.suggest.strategy`: ``spread`` by default, ``typical`` or
+``uncertain``) turns the candidates into picks. Per-image results are cached under the worklist's folder, so an
 interrupted run resumes where it stopped.
 """
 
@@ -69,9 +69,9 @@ def suggest(run: str | Path, n: int = 50, out: str | Path | None = None, bundle:
     """Write a worklist of the ``n`` unlabelled images most worth labelling; returns a summary.
 
     ``out``: the worklist CSV (default RUN/suggest/worklist.csv; the JSON goes beside it). ``bundle``: default
-    RUN/bundle. ``strategy``: ``typical`` (typical images of the regions no label covers; best while few images
-    are labelled), ``uncertain`` (k-center greedy among the ``oversample x n`` most uncertain images) or ``spread``
-    (seeded draws weighted by uncertainty x squared feature distance from the labels and earlier picks).
+    RUN/bundle. ``strategy``: ``spread`` (seeded draws weighted by uncertainty x squared feature distance from the
+    labels and earlier picks), ``typical`` (typical images of the regions no label covers) or ``uncertain``
+    (k-center greedy among the ``oversample x n`` most uncertain images).
     ``use_labelled``: count the run's labelled images as already chosen, so picks differ from them too.
     """
     from toothseg.predict.predictor import Predictor, read_or_skip, split_hflip
