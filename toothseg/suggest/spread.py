@@ -3,10 +3,9 @@
 k-means++ seeding (Arthur & Vassilvitskii, 2007) draws each pick with probability proportional to its squared
 distance from everything already chosen; BADGE (Ash et al., ICLR 2020) uses it for active learning because it keeps
 both diversity and coverage. Here the draw is also weighted by the image's uncertainty, and images already labelled
-count as chosen. Unlike k-center greedy, which always takes the farthest point (an outlier), and TypiClust, which
-only ever takes the typical image of a large region, the draw reaches every region roughly in proportion to how much
-of the pool it holds and how far it is from the labels: a rare kind of X-ray (no teeth, heavy restorations) is
-drawn about as often as a random pick would draw it, and usually its most uncertain members.
+count as chosen. k-center greedy always takes the farthest point (an outlier) and TypiClust only ever takes the
+typical image of a large region, so either can skip a whole kind of X-ray (few teeth, heavy restorations); a draw
+gives every image a chance that grows with its uncertainty and its distance from what is labelled or picked.
 """
 
 from __future__ import annotations

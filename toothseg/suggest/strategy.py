@@ -1,12 +1,11 @@
 """How `suggest` turns scored candidates into picks: ``spread`` (default), ``typical`` or ``uncertain``.
 
 ``spread`` (`toothseg.suggest.spread`) draws picks with probability proportional to uncertainty x squared distance
-from the labels and earlier picks, so rare kinds of X-ray keep about the share of picks a random draw would give
-them; of the three it is the one measured on a held-out set to do at least as well as random picks
-(bench/active_learning.py). ``typical`` (`toothseg.suggest.typical`, TypiClust) takes one typical image from each of
-the largest regions of feature space no label covers. ``uncertain`` runs k-center greedy over the ``oversample x n``
-most uncertain candidates (`toothseg.suggest.diversity`). All see one image per duplicate group, and all give the
-pick's feature distance to the nearest labelled image or earlier pick.
+from the labels and earlier picks; it is the default because it did best of the three against random picks on
+bench/active_learning.py's held-out pool sample. ``typical`` (`toothseg.suggest.typical`, TypiClust) takes one
+typical image from each of the largest regions of feature space no label covers. ``uncertain`` runs k-center
+greedy over the ``oversample x n`` most uncertain candidates (`toothseg.suggest.diversity`). All see one image per
+duplicate group, and all give the pick's feature distance to the nearest labelled image or earlier pick.
 """
 
 from __future__ import annotations
