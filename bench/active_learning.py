@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import os
 import random
 import shutil
@@ -342,9 +343,15 @@ COMPARABLE = ("preset", "max_time", "set", "n", "strategy", "label_fraction", "t
 DEFAULTS = {"retrain": "scratch"}  # settings older results were run with before they were options
 
 
-def earlier_seeds(paths: list[Path], args: argparse.Namespace, n_test: int, seeds: list[int]) -> list[dict]:
-    """The seed results of earlier runs of this benchmark (another session's JSON) with the same settings, to pool
-    with this run's seeds; each keeps the CPU it ran on."""
+def split_digest(test: list[str]) -> str:
+    """A short fingerprint of the test split's keys, so results on another split are never pooled."""
+    return hashlib.sha256("\n".join(sorted(test)).encode()).hexdigest()[:16]
+
+
+def earlier_seeds(paths: list[Path], args: argparse.Namespace, test: list[str], seeds: list[int]) -> list[dict]:
+    """The seed results of earlier runs of this benchmark (another session's JSON) with the same settings and test
+    split, to pool with this run's seeds; each keeps the CPU it ran on. Results that predate the split's fingerprint
+    are checked by its size."""
     out: list[dict] = []
     for path in paths:
         if not path.is_file():
@@ -354,9 +361,11 @@ def earlier_seeds(paths: list[Path], args: argparse.Namespace, n_test: int, seed
         differ = [k for k in COMPARABLE if a.get(k, DEFAULTS.get(k)) != getattr(args, k)]
         if Path(a["data"]).name != args.data.name:
             differ.insert(0, "data")
-        if differ or old["split"]["n_test"] != n_test:
+        same_split = old["split"].get("test_digest", split_digest(test)) == split_digest(test) and \
+            old["split"]["n_test"] == len(test)
+        if differ or not same_split:
             what = differ[0] if differ else "test split"
-            was = a.get(what, DEFAULTS.get(what)) if differ else old["split"]["n_test"]
+            was = a.get(what, DEFAULTS.get(what)) if differ else old["split"].get("test_digest", old["split"]["n_test"])
             raise SystemExit(f"{path}: ran with another {what} ({was!r}); only "
                              "seeds of the same settings can be pooled")
         for r in old["seeds"]:
@@ -548,12 +557,13 @@ def main(argv: list[str] | None = None) -> dict:
         shutil.rmtree(full, ignore_errors=True)
         toothseg("prepare", args.data, "--out", full, "--preset", args.preset, "--folds", args.folds, *sets, log=log)
     split = carve_test(full, args.work, args.test_fraction, seed=12345)
-    previous = earlier_seeds(args.previous, args, len(split["test"]), seeds)
+    previous = earlier_seeds(args.previous, args, split["test"], seeds)
     results = previous + [run_seed(args, full, split, s, args.work / "test", budget) for s in seeds]
     res = {"args": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "previous"},
                     "seeds": ",".join(str(r["seed"]) for r in results)},
            "argv": " ".join(sys.argv[1:] if argv is None else argv), "cpu": cpu_name(),
-           "split": {"n_test": len(split["test"]), "excluded_copies": len(split["excluded_copies_of_test"])},
+           "split": {"n_test": len(split["test"]), "test_digest": split_digest(split["test"]),
+                     "excluded_copies": len(split["excluded_copies_of_test"])},
            "seeds": results, "summary": summarise(results)}
     stem = "active_learning" + (f"-{args.tag}" if args.tag else "")
     args.out_dir.mkdir(parents=True, exist_ok=True)

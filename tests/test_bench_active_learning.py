@@ -138,23 +138,30 @@ def test_previous_results_are_pooled_only_with_the_same_settings(tmp_path: Path)
            "split": {"n_test": 149}, "seeds": [_seed(0, 0.01), _seed(1, -0.01)]}
     path = tmp_path / "old.json"
     path.write_text(json.dumps(old))
-    got = al.earlier_seeds([path], args, 149, [2, 3])
+    test = [f"t/{i}" for i in range(149)]
+    got = al.earlier_seeds([path], args, test, [2, 3])
     assert [r["seed"] for r in got] == [0, 1] and {r["cpu"] for r in got} == {"Old CPU"}
     assert {r["from"] for r in got} == {"old.json"}
     with pytest.raises(SystemExit, match="seed 1 is given twice"):
-        al.earlier_seeds([path], args, 149, [1, 2])
+        al.earlier_seeds([path], args, test, [1, 2])
     with pytest.raises(SystemExit, match="another test split"):
-        al.earlier_seeds([path], args, 150, [2])
+        al.earlier_seeds([path], args, test + ["t/extra"], [2])
+    # a result that records its split's fingerprint is pooled only with the same keys, even at the same size
+    path.write_text(json.dumps({**old, "split": {"n_test": 149, "test_digest": al.split_digest(test)}}))
+    assert len(al.earlier_seeds([path], args, list(reversed(test)), [2])) == 2
+    with pytest.raises(SystemExit, match="another test split"):
+        al.earlier_seeds([path], args, test[:-1] + ["t/other"], [2])
+    path.write_text(json.dumps(old))
     with pytest.raises(SystemExit, match="another strategy"):
-        al.earlier_seeds([path], argparse.Namespace(**{**vars(args), "strategy": "uncertain"}), 149, [2])
+        al.earlier_seeds([path], argparse.Namespace(**{**vars(args), "strategy": "uncertain"}), test, [2])
     with pytest.raises(SystemExit, match="another data"):
-        al.earlier_seeds([path], argparse.Namespace(**{**vars(args), "data": Path("/x/ufba425")}), 149, [2])
+        al.earlier_seeds([path], argparse.Namespace(**{**vars(args), "data": Path("/x/ufba425")}), test, [2])
     with pytest.raises(SystemExit, match="missing.json: not found"):
-        al.earlier_seeds([tmp_path / "missing.json"], args, 149, [2])
+        al.earlier_seeds([tmp_path / "missing.json"], args, test, [2])
     # results written before --retrain existed were retrained from scratch: pooled with scratch, never with warm
     warm = argparse.Namespace(**{**vars(args), "retrain": "warm"})
     with pytest.raises(SystemExit, match="another retrain \\('scratch'\\)"):
-        al.earlier_seeds([path], warm, 149, [2])
+        al.earlier_seeds([path], warm, test, [2])
 
 
 def _metrics(run: Path, rows: list[tuple[str, float, int, int]]) -> None:
