@@ -26,6 +26,9 @@
    masks, over those that neither arm picked (nor a copy of a pick): a second held-out set, disjoint from TEST and
    from every label, holding several times as many edentulous X-rays. It is where a strategy may be chosen, so
    that TEST stays untouched by the choice.
+8. ``--base-postprocess`` also scores both arms through the base bundle's threshold and post-processing. Each
+   arm's bundle re-tunes them on its fold's few validation images, and a larger minimum blob size alone can wipe
+   out the prediction of an X-ray with few teeth; with both fixed, the arms differ by their weights alone.
 
 Writes bench/active_learning[-TAG].md and .json. Real data never leaves WORK (put it under /tmp); WORK must be new
 unless ``--resume`` (which continues every step where it stopped, including interrupted training).
@@ -43,6 +46,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -201,12 +205,13 @@ def train_run(run: Path, folds: list[str], budget: list[str], log: Path, init_fr
         toothseg("train", run, "--fold", k, *budget, *warm, *(["--resume"] if resume else []), log=log)
 
 
-def score(run: Path, test: Path, threads: int, log: Path, name: str = "test") -> dict:
-    """``run``'s bundle scored on the labelled folder ``test`` (cached in RUN/{name}_pred and RUN/{name}_eval)."""
+def score(run: Path, test: Path, threads: int, log: Path, name: str = "test", extra: Sequence[str] = ()) -> dict:
+    """``run``'s bundle scored on the labelled folder ``test`` (cached in RUN/{name}_pred and RUN/{name}_eval);
+    ``extra``: more `toothseg predict` options."""
     pred, ev = run / f"{name}_pred", run / f"{name}_eval"
     if not (ev / "summary.json").is_file():
         toothseg("predict", run / "bundle", test / "images", "--out", pred, "--no-overlay", "--threads", threads,
-                 log=log)
+                 *extra, log=log)
         toothseg("evaluate", pred / "masks", test, "--out", ev, "--overwrite", log=log)
     with (ev / "metrics.csv").open(newline="") as f:
         rows = [r for r in csv.DictReader(f) if r.get("status", "ok") == "ok"]
@@ -214,6 +219,20 @@ def score(run: Path, test: Path, threads: int, log: Path, name: str = "test") ->
     return {"mean_dice": float(np.mean(list(dice.values()))), "dice": dice,
             "empty_gt": sorted(r["image_id"] for r in rows if int(r["gt_px"]) == 0),
             "empty_pred": sorted(r["image_id"] for r in rows if int(r["pred_px"]) == 0)}
+
+
+def base_postprocess(base: Path) -> list[str]:
+    """`toothseg predict` options that apply the base bundle's OOF-tuned threshold and post-processing."""
+    b = read_json(base / "bundle" / "bundle.json")
+    pp = b["postprocess"]
+    return ["--threshold", str(b["threshold"]), "--min-component", str(pp["min_component"]),
+            "--fill-holes" if pp["fill_holes"] else "--no-fill-holes"]
+
+
+def arm_dir(work: Path, arm: str, variant: str, retrain: str) -> Path:
+    """The run folder of ``arm`` in a seed's WORK (the suggest arm carries its strategy's suffix)."""
+    name = f"{arm}{variant}" if arm == "suggest" else arm
+    return work / (name if retrain == "scratch" else f"{name}-{retrain}")
 
 
 def paired(a: dict[str, float], b: dict[str, float], seed: int = 0) -> dict:
@@ -285,8 +304,7 @@ def run_seed(args, full: Path, split: dict, seed: int, test_dir: Path, budget: l
     if args.continue_arm:  # the base fine-tuned on its own labels alone: what the steps give without new labels
         arms["continue"] = set()
     for arm, extra in arms.items():
-        name = f"{arm}{variant}" if arm == "suggest" else arm
-        run = work / (name if args.retrain == "scratch" else f"{name}-{args.retrain}")
+        run = arm_dir(work, arm, variant, args.retrain)
         if not (run / "samples.csv").is_file():
             write_run(full, run, labelled, extra, pool - extra)
         train_run(run, args.train_folds, budget, log, init_from=base if args.retrain == "warm" else None)
@@ -307,6 +325,9 @@ def run_seed(args, full: Path, split: dict, seed: int, test_dir: Path, budget: l
             out[f"{arm}_vs_continue"] = paired(scores[arm]["dice"], scores["continue"]["dice"], seed)
     if args.pool_eval:
         out["heldout"] = score_heldout_pool(args, full, work, pool, seed, picks, arms, variant, log)
+    if args.base_postprocess:
+        out["base_postprocess"] = score_base_postprocess(args, full, work, pool, seed, picks, variant, test_dir,
+                                                         log)
     write_json(work / f"result{variant}{'' if args.retrain == 'scratch' else '-' + args.retrain}.json", out)
     return out
 
@@ -320,9 +341,8 @@ def score_heldout_pool(args, full: Path, work: Path, pool: set[str], seed: int, 
     ids = unseen(images, set(picks["suggest"]) | set(picks["random"]), items)
     scores = {}
     for arm in arms:
-        name = f"{arm}{variant}" if arm == "suggest" else arm
-        run = work / (name if args.retrain == "scratch" else f"{name}-{args.retrain}")
-        scores[arm] = score(run, work / "pool_heldout", args.threads, log, name="pool")
+        scores[arm] = score(arm_dir(work, arm, variant, args.retrain), work / "pool_heldout", args.threads, log,
+                            name="pool")
     dice = {arm: {k: v for k, v in s["dice"].items() if k in ids} for arm, s in scores.items()}
     empty = set(scores["random"]["empty_gt"]) & ids
     teeth = {arm: {k: v for k, v in d.items() if k not in empty} for arm, d in dice.items()}
@@ -335,6 +355,29 @@ def score_heldout_pool(args, full: Path, work: Path, pool: set[str], seed: int, 
     if "continue" in dice:
         for arm in ARMS:
             out[f"{arm}_vs_continue"] = paired(dice[arm], dice["continue"], seed)
+    return out
+
+
+def score_base_postprocess(args, full: Path, work: Path, pool: set[str], seed: int, picks: dict, variant: str,
+                           test_dir: Path, log: Path) -> dict:
+    """suggest - random with both arms predicting through the base bundle's threshold and post-processing, on TEST
+    (and the held-out pool sample): the arms then differ by their network weights alone, not also by a threshold and
+    a minimum blob size re-tuned on each arm's few validation images."""
+    flags = base_postprocess(work / "base")
+    out: dict = {"predict_options": flags}
+    splits = [("test", test_dir, None)]
+    if args.pool_eval:
+        images = heldout_pool(full, work, pool, args.pool_eval, seed)
+        ids = unseen(images, set(picks["suggest"]) | set(picks["random"]), read_json(full / "curation.json")["items"])
+        splits.append(("heldout", work / "pool_heldout", ids))
+    for split, folder, keep in splits:
+        scores = {arm: score(arm_dir(work, arm, variant, args.retrain), folder, args.threads, log,
+                             name=f"{'pool' if split == 'heldout' else 'test'}_basepp", extra=flags) for arm in ARMS}
+        dice = {arm: {k: v for k, v in s["dice"].items() if keep is None or k in keep} for arm, s in scores.items()}
+        empty = set(scores["random"]["empty_gt"]) & set(dice["random"])
+        out[split] = paired(dice["suggest"], dice["random"], seed)
+        out[f"{split}_teeth"] = paired(*({k: v for k, v in dice[arm].items() if k not in empty} for arm in ARMS),
+                                       seed)
     return out
 
 
@@ -411,6 +454,10 @@ def summarise(results: list[dict]) -> dict:
         if cont:
             out["heldout"]["vs_continue"] = {arm: over_seeds([p[f"{arm}_vs_continue"]["mean_diff"] for p in cont])
                                           for arm in ARMS}
+    fixed = [r["base_postprocess"] for r in results if "base_postprocess" in r]
+    if fixed:
+        out["base_postprocess"] = {k: over_seeds([f[k]["mean_diff"] for f in fixed])
+                                   for k in ("test", "test_teeth", "heldout", "heldout_teeth") if k in fixed[0]}
     kept = [r for r in results if "per_image" in r]
     if kept:
         keys = sorted(set.intersection(*(set(r["per_image"]["suggest"]) & set(r["per_image"]["random"])
@@ -474,6 +521,14 @@ def table(res: dict) -> str:
                          f"better / {q['images_worse']} worse, Wilcoxon p {q['wilcoxon_p']:.3g}.")
     if "heldout" in s:
         lines += ["", pool_text(res)]
+    if "base_postprocess" in s:
+        b = s["base_postprocess"]
+        what = {"test": "test", "test_teeth": "test, images with teeth", "heldout": "held-out pool sample",
+                "heldout_teeth": "held-out pool sample, images with teeth"}
+        lines += ["", "**With the base bundle's threshold and post-processing for both arms** (over "
+                  f"{b['test']['seeds']} seed(s)): suggest - random " + "; ".join(
+                      f"{what[k]} {v['mean_diff']:+.4f} [{v['ci95_over_seeds'][0]:+.4f}, "
+                      f"{v['ci95_over_seeds'][1]:+.4f}], better in {v['seeds_better']}" for k, v in b.items()) + "."]
     lines += ["", f"Command: `python bench/active_learning.py {res['argv']}`", ""]
     return "\n".join(lines)
 
@@ -533,6 +588,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--pool-eval", type=int, default=200, metavar="N", help="also score the arms on a seeded "
                     "sample of N pool images (less the picks of both arms and their copies): a second held-out set "
                     "(0: off)")
+    ap.add_argument("--base-postprocess", action="store_true", help="also score both arms through the base "
+                    "bundle's threshold and post-processing, so that they differ by their weights alone")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for training and inference")
     ap.add_argument("--resume", action="store_true", help="continue an interrupted bench in WORK")
     ap.add_argument("--tag", default="", help="suffix of the bench/ output files")

@@ -241,7 +241,8 @@ def _fakes() -> tuple:
             fold.mkdir(parents=True, exist_ok=True)
             (fold / "oof.csv").write_text("")
             (run / "bundle").mkdir(exist_ok=True)
-            (run / "bundle" / "bundle.json").write_text("{}")
+            (run / "bundle" / "bundle.json").write_text(json.dumps({"threshold": 0.45, "postprocess": {
+                "min_component": 64, "fill_holes": False}}))
         elif args[0] == "suggest":  # typical: the last 3 of the pool; uncertain: the first 3
             pool = sorted(k for k in json.loads((run.parent / "plan.json").read_text())["pool"])
             keys = pool[-3:] if args[args.index("--strategy") + 1] == "typical" else pool[:3]
@@ -251,15 +252,16 @@ def _fakes() -> tuple:
 
     scored: list[tuple[str, str]] = []
 
-    def fake_score(run: Path, test: Path, threads: int, log: Path, name: str = "test") -> dict:
-        scored.append((run.name, name))
-        if name == "pool":  # every linked pool image, as `evaluate` scores it; odd-numbered ones have no teeth
+    def fake_score(run: Path, test: Path, threads: int, log: Path, name: str = "test", extra: tuple = ()) -> dict:
+        scored.append((run.name, name, *extra))
+        if name.startswith("pool"):  # every linked pool image, as `evaluate` scores it; odd-numbered ones have no teeth
             ids = sorted(p.stem for p in (test / "images").iterdir())
             dice = {i: 0.5 + (0.1 if "suggest" in run.name else 0.0) for i in ids}
             gt = [i for i in ids if int(i[1:]) % 2]
             return {"mean_dice": 0.5, "dice": dice, "empty_gt": gt,
                     "empty_pred": gt if run.name.startswith("random") else []}
-        dice = {f"t{i}": 0.8 + 0.01 * i + (0.02 if "suggest" in run.name else 0.0) for i in range(3)}
+        fixed = -0.03 if extra else 0.0  # through the base's post-processing the suggest arm is behind
+        dice = {f"t{i}": 0.8 + 0.01 * i + (0.02 + fixed if "suggest" in run.name else 0.0) for i in range(3)}
         return {"mean_dice": sum(dice.values()) / 3, "dice": dice, "empty_gt": [], "empty_pred": []}
 
     return fake_toothseg, fake_score, calls, scored
@@ -272,7 +274,8 @@ def test_a_second_strategy_shares_base_random_and_continue(full: Path, tmp_path:
     monkeypatch.setattr(al, "score", fake_score)
     split = {"test": ["d/x0", "d/x1", "d/x2"], "excluded_copies_of_test": []}
     args = argparse.Namespace(work=tmp_path / "w", label_fraction=0.3, train_folds=["0"], n=3, threads=1,
-                              retrain="warm", continue_arm=True, strategy="typical", pool_eval=0)
+                              retrain="warm", continue_arm=True, strategy="typical", pool_eval=0,
+                              base_postprocess=False)
     first = al.run_seed(args, full, split, 0, tmp_path / "test", ["--preset", "tiny"])
     trained = [c[1] for c in calls if c[0] == "train"]
     assert [Path(t).name for t in trained] == ["base", "suggest-warm", "random-warm", "continue-warm"]
@@ -286,7 +289,7 @@ def test_a_second_strategy_shares_base_random_and_continue(full: Path, tmp_path:
     typical, uncertain = (json.loads((seed_dir / f).read_text()) for f in ("picks.json", "picks-uncertain.json"))
     assert typical["random"] == uncertain["random"] and typical["suggest"] != uncertain["suggest"]
     assert first["test_dice"]["random"] == second["test_dice"]["random"]
-    assert "heldout" not in first and all(name == "test" for _, name in scored)
+    assert "heldout" not in first and all(name == "test" for _, name, *_ in scored)
     assert (seed_dir / "result-warm.json").is_file() and (seed_dir / "result-uncertain-warm.json").is_file()
     # random picks that no longer match cannot share the random arm
     (seed_dir / "picks.json").write_text(json.dumps({**typical, "random": typical["random"][:-1]}))
@@ -303,7 +306,8 @@ def test_a_held_out_pool_sample_is_scored_without_the_picks_or_their_copies(full
     monkeypatch.setattr(al, "score", fake_score)
     split = {"test": ["d/x0", "d/x1", "d/x2"], "excluded_copies_of_test": []}
     args = argparse.Namespace(work=tmp_path / "w", label_fraction=0.3, train_folds=["0"], n=3, threads=1,
-                              retrain="warm", continue_arm=True, strategy="typical", pool_eval=12)
+                              retrain="warm", continue_arm=True, strategy="typical", pool_eval=12,
+                              base_postprocess=False)
     r = al.run_seed(args, full, split, 0, tmp_path / "test", ["--preset", "tiny"])
     seed_dir = args.work / "seed0"
     sample = json.loads((seed_dir / "pool_heldout.json").read_text())["images"]
@@ -316,6 +320,7 @@ def test_a_held_out_pool_sample_is_scored_without_the_picks_or_their_copies(full
     expect = al.unseen(sample, set(picks["suggest"]) | set(picks["random"]), items)
     assert held["sampled"] == 12 and held["n"] == len(expect) and set(held["per_image"]["random"]) == expect
     assert {("suggest-warm", "pool"), ("random-warm", "pool"), ("continue-warm", "pool")} <= set(scored)
+    assert "base_postprocess" not in r
     assert held["suggest_vs_random"]["mean_diff"] == pytest.approx(0.1)
     assert held["suggest_vs_random"]["images_better"] == len(expect)
     s = al.summarise([r])
@@ -329,3 +334,30 @@ def test_a_held_out_pool_sample_is_scored_without_the_picks_or_their_copies(full
     # resumed: the same sample, nothing drawn again
     (seed_dir / "pool_heldout.json").write_text(json.dumps({"images": dict(list(sample.items())[:5])}))
     assert al.run_seed(args, full, split, 0, tmp_path / "test", ["--preset", "tiny"])["heldout"]["sampled"] == 5
+
+
+def test_base_postprocess_scores_both_arms_through_the_base_bundles_settings(full: Path, tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_toothseg, fake_score, calls, scored = _fakes()
+    monkeypatch.setattr(al, "toothseg", fake_toothseg)
+    monkeypatch.setattr(al, "score", fake_score)
+    split = {"test": ["d/x0", "d/x1", "d/x2"], "excluded_copies_of_test": []}
+    args = argparse.Namespace(work=tmp_path / "w", label_fraction=0.3, train_folds=["0"], n=3, threads=1,
+                              retrain="warm", continue_arm=False, strategy="spread", pool_eval=10,
+                              base_postprocess=True)
+    r = al.run_seed(args, full, split, 0, tmp_path / "test", ["--preset", "tiny"])
+    flags = ("--threshold", "0.45", "--min-component", "64", "--no-fill-holes")
+    assert r["base_postprocess"]["predict_options"] == list(flags)
+    assert {("suggest-spread-warm", "test_basepp", *flags), ("random-warm", "test_basepp", *flags),
+            ("suggest-spread-warm", "pool_basepp", *flags), ("random-warm", "pool_basepp", *flags)} <= set(scored)
+    assert r["suggest_vs_random"]["mean_diff"] == pytest.approx(0.02)  # each arm's own post-processing
+    assert r["base_postprocess"]["test"]["mean_diff"] == pytest.approx(-0.01)
+    assert r["base_postprocess"]["heldout"]["n"] == r["heldout"]["n"]  # the same unseen pool images
+    s = al.summarise([r, {**r, "seed": 1}])
+    assert s["base_postprocess"]["test"]["mean_diff"] == pytest.approx(-0.01)
+    assert set(s["base_postprocess"]) == {"test", "test_teeth", "heldout", "heldout_teeth"}
+    text = al.table({"args": {"n": 3, "strategy": "spread", "data": "d", "label_fraction": 0.3, "preset": "tiny",
+                              "max_time": None, "train_folds": ["0"], "set": [], "retrain": "warm"},
+                     "split": {"n_test": 3}, "cpu": "x", "seeds": [r, {**r, "seed": 1}], "argv": "", "summary": s})
+    assert "**With the base bundle's threshold and post-processing for both arms** (over 2 seed(s)): suggest - " \
+        "random test -0.0100" in text
