@@ -267,15 +267,21 @@ def _fakes() -> tuple:
     return fake_toothseg, fake_score, calls, scored
 
 
-def test_a_second_strategy_shares_base_random_and_continue(full: Path, tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def _faked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **settings) -> tuple:
+    """The bench's verbs and scorer faked; returns (args for run_seed with ``settings``, split, calls, scored)."""
     fake_toothseg, fake_score, calls, scored = _fakes()
     monkeypatch.setattr(al, "toothseg", fake_toothseg)
     monkeypatch.setattr(al, "score", fake_score)
     split = {"test": ["d/x0", "d/x1", "d/x2"], "excluded_copies_of_test": []}
-    args = argparse.Namespace(work=tmp_path / "w", label_fraction=0.3, train_folds=["0"], n=3, threads=1,
-                              retrain="warm", continue_arm=True, strategy="typical", pool_eval=0,
-                              base_postprocess=False)
+    args = argparse.Namespace(**{"work": tmp_path / "w", "label_fraction": 0.3, "train_folds": ["0"], "n": 3,
+                                 "threads": 1, "retrain": "warm", "continue_arm": True, "strategy": "typical",
+                                 "pool_eval": 0, "base_postprocess": False, **settings})
+    return args, split, calls, scored
+
+
+def test_a_second_strategy_shares_base_random_and_continue(full: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    args, split, calls, scored = _faked(monkeypatch, tmp_path)
     first = al.run_seed(args, full, split, 0, tmp_path / "test", ["--preset", "tiny"])
     trained = [c[1] for c in calls if c[0] == "train"]
     assert [Path(t).name for t in trained] == ["base", "suggest-warm", "random-warm", "continue-warm"]
@@ -301,13 +307,7 @@ def test_a_held_out_pool_sample_is_scored_without_the_picks_or_their_copies(full
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     items = json.loads((full / "curation.json").read_text())["items"]
     assert al.unseen({"d/x0": "x0", "d/x2": "x2", "d/x9": "x9"}, {"d/x1"}, items) == {"x9"}  # x0, x2: x1's copies
-    fake_toothseg, fake_score, calls, scored = _fakes()
-    monkeypatch.setattr(al, "toothseg", fake_toothseg)
-    monkeypatch.setattr(al, "score", fake_score)
-    split = {"test": ["d/x0", "d/x1", "d/x2"], "excluded_copies_of_test": []}
-    args = argparse.Namespace(work=tmp_path / "w", label_fraction=0.3, train_folds=["0"], n=3, threads=1,
-                              retrain="warm", continue_arm=True, strategy="typical", pool_eval=12,
-                              base_postprocess=False)
+    args, split, calls, scored = _faked(monkeypatch, tmp_path, pool_eval=12)
     r = al.run_seed(args, full, split, 0, tmp_path / "test", ["--preset", "tiny"])
     seed_dir = args.work / "seed0"
     sample = json.loads((seed_dir / "pool_heldout.json").read_text())["images"]
@@ -338,13 +338,8 @@ def test_a_held_out_pool_sample_is_scored_without_the_picks_or_their_copies(full
 
 def test_base_postprocess_scores_both_arms_through_the_base_bundles_settings(full: Path, tmp_path: Path,
                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    fake_toothseg, fake_score, calls, scored = _fakes()
-    monkeypatch.setattr(al, "toothseg", fake_toothseg)
-    monkeypatch.setattr(al, "score", fake_score)
-    split = {"test": ["d/x0", "d/x1", "d/x2"], "excluded_copies_of_test": []}
-    args = argparse.Namespace(work=tmp_path / "w", label_fraction=0.3, train_folds=["0"], n=3, threads=1,
-                              retrain="warm", continue_arm=False, strategy="spread", pool_eval=10,
-                              base_postprocess=True)
+    args, split, calls, scored = _faked(monkeypatch, tmp_path, continue_arm=False, strategy="spread", pool_eval=10,
+                                        base_postprocess=True)
     r = al.run_seed(args, full, split, 0, tmp_path / "test", ["--preset", "tiny"])
     flags = ("--threshold", "0.45", "--min-component", "64", "--no-fill-holes")
     assert r["base_postprocess"]["predict_options"] == list(flags)
