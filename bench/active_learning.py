@@ -105,6 +105,18 @@ def take_groups(keys: list[str], items: dict, fraction: float, seed: int) -> set
     return chosen
 
 
+def link_labelled(samples: dict, keys: list[str], folder: Path) -> None:
+    """``folder``/images and /masks as symlinks to the real files of ``keys`` (the real data stays where it is)."""
+    for sub in ("images", "masks"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    for k in keys:
+        s = samples[k]
+        for sub, src in (("images", s.image_path), ("masks", s.mask_path)):
+            link = folder / sub / f"{s.image_id}{Path(src).suffix}"
+            if not link.exists():
+                link.symlink_to(Path(src).resolve())
+
+
 def carve_test(full: Path, work: Path, fraction: float, seed: int) -> dict:
     """The held-out test split (labelled keys) and everything that shares a duplicate group with it."""
     path = work / "split.json"
@@ -117,16 +129,7 @@ def carve_test(full: Path, work: Path, fraction: float, seed: int) -> dict:
     test_groups = {items[k].get("group") for k in test if items.get(k, {}).get("group") is not None}
     tainted = sorted(s.key for s in samples if s.key not in test and items.get(s.key, {}).get("group") in test_groups
                      and items.get(s.key, {}).get("group") is not None)
-    by_key = {s.key: s for s in samples}
-    tdir = work / "test"
-    for sub in ("images", "masks"):
-        (tdir / sub).mkdir(parents=True, exist_ok=True)
-    for k in sorted(test):  # symlinks, not copies: the real data stays where it is
-        s = by_key[k]
-        for sub, src in (("images", s.image_path), ("masks", s.mask_path)):
-            link = tdir / sub / f"{s.image_id}{Path(src).suffix}"
-            if not link.exists():
-                link.symlink_to(Path(src).resolve())
+    link_labelled({s.key: s for s in samples}, sorted(test), work / "test")
     split = {"test": sorted(test), "excluded_copies_of_test": tainted, "seed": seed, "fraction": fraction}
     write_json(path, split)
     return split
@@ -141,14 +144,7 @@ def heldout_pool(full: Path, work: Path, pool: set[str], n: int, seed: int) -> d
         return read_json(path)["images"]
     by_key = {s.key: s for s in read_index(full / "samples.csv")}
     keys = sorted(random.Random(2000 + seed).sample(sorted(pool), min(n, len(pool))))
-    for sub in ("images", "masks"):
-        (work / "pool_heldout" / sub).mkdir(parents=True, exist_ok=True)
-    for k in keys:
-        s = by_key[k]
-        for sub, src in (("images", s.image_path), ("masks", s.mask_path)):
-            link = work / "pool_heldout" / sub / f"{s.image_id}{Path(src).suffix}"
-            if not link.exists():
-                link.symlink_to(Path(src).resolve())
+    link_labelled(by_key, keys, work / "pool_heldout")
     images = {k: by_key[k].image_id for k in keys}
     write_json(path, {"seed": 2000 + seed, "images": images})
     return images
@@ -312,72 +308,67 @@ def run_seed(args, full: Path, split: dict, seed: int, test_dir: Path, budget: l
     out["cpu"] = cpu_name()
     out["test_dice"] = {k: v["mean_dice"] for k, v in scores.items()}
     out["per_image"] = {k: v["dice"] for k, v in scores.items()}  # lets later runs pool seeds per image
-    out["suggest_vs_random"] = paired(scores["suggest"]["dice"], scores["random"]["dice"], seed)
-    empty = set(scores["base"]["empty_gt"])
-    out["empty_gt"] = sorted(empty)
-    out["empty_right"] = {k: len(empty & set(v["empty_pred"])) for k, v in scores.items()}
-    teeth = {arm: {k: v for k, v in scores[arm]["dice"].items() if k not in empty} for arm in ("suggest", "random")}
-    out["suggest_vs_random_teeth"] = paired(teeth["suggest"], teeth["random"], seed)
+    v = versus_random(scores, None, seed)
+    out["suggest_vs_random"], out["suggest_vs_random_teeth"] = v["all"], v["teeth"]
+    out["empty_gt"] = sorted(v["empty"])
+    out["empty_right"] = {k: len(v["empty"] & set(s["empty_pred"])) for k, s in scores.items()}
     out["suggest_vs_base"] = paired(scores["suggest"]["dice"], scores["base"]["dice"], seed)
     out["random_vs_base"] = paired(scores["random"]["dice"], scores["base"]["dice"], seed)
     if "continue" in scores:
         for arm in ARMS:
             out[f"{arm}_vs_continue"] = paired(scores[arm]["dice"], scores["continue"]["dice"], seed)
-    if args.pool_eval:
-        out["heldout"] = score_heldout_pool(args, full, work, pool, seed, picks, arms, variant, log)
+    # the held-out pool sample, less what either arm trained on: the same images for both
+    held = unseen(heldout_pool(full, work, pool, args.pool_eval, seed), set(picks["suggest"]) | set(picks["random"]),
+                  items) if args.pool_eval else None
+    if held is not None:
+        out["heldout"] = score_heldout_pool(args, work, held, arms, variant, seed, log)
     if args.base_postprocess:
-        out["base_postprocess"] = score_base_postprocess(args, full, work, pool, seed, picks, variant, test_dir,
-                                                         log)
+        out["base_postprocess"] = score_base_postprocess(args, work, held, variant, test_dir, seed, log)
     write_json(work / f"result{variant}{'' if args.retrain == 'scratch' else '-' + args.retrain}.json", out)
     return out
 
 
-def score_heldout_pool(args, full: Path, work: Path, pool: set[str], seed: int, picks: dict, arms: dict,
-                       variant: str, log: Path) -> dict:
-    """The arms scored on the held-out pool sample, over the images neither arm's picks (nor their copies) put into
-    training: the same images for both, and many more edentulous ones than the test split has."""
-    items = read_json(full / "curation.json")["items"]
-    images = heldout_pool(full, work, pool, args.pool_eval, seed)
-    ids = unseen(images, set(picks["suggest"]) | set(picks["random"]), items)
-    scores = {}
-    for arm in arms:
-        scores[arm] = score(arm_dir(work, arm, variant, args.retrain), work / "pool_heldout", args.threads, log,
-                            name="pool")
-    dice = {arm: {k: v for k, v in s["dice"].items() if k in ids} for arm, s in scores.items()}
-    empty = set(scores["random"]["empty_gt"]) & ids
-    teeth = {arm: {k: v for k, v in d.items() if k not in empty} for arm, d in dice.items()}
-    out = {"n": len(ids), "sampled": len(images), "dice": {arm: float(np.mean(list(d.values()))) for arm, d in
-                                                          dice.items()},
+def versus_random(scores: dict[str, dict], keep: set[str] | None, seed: int) -> dict:
+    """suggest - random over the images in ``keep`` (all when None), and over those of them with teeth; plus each
+    arm's Dice there and the edentulous images."""
+    dice = {arm: {k: v for k, v in s["dice"].items() if keep is None or k in keep} for arm, s in scores.items()}
+    empty = set(scores["random"]["empty_gt"]) & set(dice["random"])
+    teeth = {arm: {k: v for k, v in dice[arm].items() if k not in empty} for arm in ARMS}
+    return {"dice": dice, "empty": empty, "all": paired(dice["suggest"], dice["random"], seed),
+            "teeth": paired(teeth["suggest"], teeth["random"], seed)}
+
+
+def score_heldout_pool(args, work: Path, held: set[str], arms: dict, variant: str, seed: int, log: Path) -> dict:
+    """The arms scored on the held-out pool sample, over the ``held`` images that neither arm's picks (nor their
+    copies) put into training: the same images for both, and many more edentulous ones than the test split has."""
+    scores = {arm: score(arm_dir(work, arm, variant, args.retrain), work / "pool_heldout", args.threads, log,
+                         name="pool") for arm in arms}
+    v = versus_random(scores, held, seed)
+    dice, empty = v["dice"], v["empty"]
+    out = {"n": len(held), "sampled": len(read_json(work / "pool_heldout.json")["images"]),
+           "dice": {arm: float(np.mean(list(d.values()))) for arm, d in dice.items()},
            "per_image": dice, "empty_gt": sorted(empty),
            "empty_right": {arm: len(empty & set(s["empty_pred"])) for arm, s in scores.items()},
-           "suggest_vs_random": paired(dice["suggest"], dice["random"], seed),
-           "suggest_vs_random_teeth": paired(teeth["suggest"], teeth["random"], seed)}
+           "suggest_vs_random": v["all"], "suggest_vs_random_teeth": v["teeth"]}
     if "continue" in dice:
         for arm in ARMS:
             out[f"{arm}_vs_continue"] = paired(dice[arm], dice["continue"], seed)
     return out
 
 
-def score_base_postprocess(args, full: Path, work: Path, pool: set[str], seed: int, picks: dict, variant: str,
-                           test_dir: Path, log: Path) -> dict:
+def score_base_postprocess(args, work: Path, held: set[str] | None, variant: str, test_dir: Path, seed: int,
+                           log: Path) -> dict:
     """suggest - random with both arms predicting through the base bundle's threshold and post-processing, on TEST
     (and the held-out pool sample): the arms then differ by their network weights alone, not also by a threshold and
     a minimum blob size re-tuned on each arm's few validation images."""
     flags = base_postprocess(work / "base")
     out: dict = {"predict_options": flags}
-    splits = [("test", test_dir, None)]
-    if args.pool_eval:
-        images = heldout_pool(full, work, pool, args.pool_eval, seed)
-        ids = unseen(images, set(picks["suggest"]) | set(picks["random"]), read_json(full / "curation.json")["items"])
-        splits.append(("heldout", work / "pool_heldout", ids))
+    splits = [("test", test_dir, None)] + ([("heldout", work / "pool_heldout", held)] if held is not None else [])
     for split, folder, keep in splits:
         scores = {arm: score(arm_dir(work, arm, variant, args.retrain), folder, args.threads, log,
                              name=f"{'pool' if split == 'heldout' else 'test'}_basepp", extra=flags) for arm in ARMS}
-        dice = {arm: {k: v for k, v in s["dice"].items() if keep is None or k in keep} for arm, s in scores.items()}
-        empty = set(scores["random"]["empty_gt"]) & set(dice["random"])
-        out[split] = paired(dice["suggest"], dice["random"], seed)
-        out[f"{split}_teeth"] = paired(*({k: v for k, v in dice[arm].items() if k not in empty} for arm in ARMS),
-                                       seed)
+        v = versus_random(scores, keep, seed)
+        out[split], out[f"{split}_teeth"] = v["all"], v["teeth"]
     return out
 
 

@@ -25,6 +25,15 @@ def one_per_group(keys: Sequence[str], scores: Mapping[str, float], groups: Mapp
     return [k for k in keys if stands_for[k] == k], {k: rep for k, rep in stands_for.items() if rep != k}
 
 
+def squared_gap(features: np.ndarray, centres: np.ndarray | None) -> np.ndarray:
+    """Each row's squared distance to its nearest ``centres`` row (inf for every row when there are none)."""
+    f = np.asarray(features)
+    if centres is None or not len(centres):
+        return np.full(len(f), np.inf, dtype=f.dtype)
+    c = np.asarray(centres, dtype=f.dtype)
+    return np.min(((f[:, None, :] - c[None, :, :]) ** 2).sum(-1), axis=1)
+
+
 def k_center_greedy(features: np.ndarray, n: int, first: int | None = None,
                     centres: np.ndarray | None = None) -> tuple[list[int], list[float]]:
     """Indices of ``n`` rows of ``features`` chosen by k-center greedy, and each pick's distance to the nearest
@@ -36,11 +45,7 @@ def k_center_greedy(features: np.ndarray, n: int, first: int | None = None,
     n = min(int(n), len(f))
     if n <= 0:
         return [], []
-    if centres is not None and len(centres):
-        c = np.asarray(centres, dtype=np.float32)
-        nearest = np.min(((f[:, None, :] - c[None, :, :]) ** 2).sum(-1), axis=1)
-    else:
-        nearest = np.full(len(f), np.inf, dtype=np.float32)
+    nearest = squared_gap(f, centres)
     chosen: list[int] = []
     dists: list[float] = []
     for step in range(n):

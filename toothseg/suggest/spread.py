@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from toothseg.suggest.diversity import squared_gap
 from toothseg.suggest.typical import normalise
 
 FLOOR = 0.05  # an image the model is sure of keeps some chance: its certainty may be wrong
@@ -38,11 +39,7 @@ def select_spread(features: np.ndarray, uncertainty: np.ndarray, n: int, centres
     n = min(int(n), len(f))
     w = np.maximum(np.asarray(uncertainty, dtype=np.float64), FLOOR)
     rng = np.random.default_rng(seed)
-    if centres is not None and len(centres):
-        c = normalise(centres)
-        nearest = np.min(((f[:, None, :] - c[None, :, :]) ** 2).sum(-1), axis=1)
-    else:
-        nearest = np.full(len(f), np.inf)
+    nearest = squared_gap(f, normalise(centres) if centres is not None and len(centres) else None)
     taken = np.zeros(len(f), dtype=bool)
     out: list[SpreadPick] = []
     for _ in range(n):
